@@ -1,0 +1,189 @@
+//! The hot path: bytes between a client and the server it holds, in both directions at once.
+//!
+//! One task drives both sockets with non-blocking reads and writes (no channel, no copy: the
+//! bytes read are the bytes written). Each direction buffers at most [`MAX_IN_FLIGHT`] bytes,
+//! so a slow reader on one side slows the writer on the other instead of growing memory.
+//! Frame headers are walked as they pass to count the ReadyForQuery the server owes.
+
+use std::future::poll_fn;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::{Buf, BytesMut};
+use tokio::io::AsyncWrite;
+use tokio::net::TcpStream;
+use tokio_util::io::poll_read_buf;
+
+use crate::protocol::scan::{FrontendState, ScanError, Walker};
+use crate::server::ServerConnection;
+
+/// Bytes a direction may hold before it stops reading.
+pub const MAX_IN_FLIGHT: usize = 128 * 1024;
+/// Room made before each read.
+pub const READ_CHUNK: usize = 16 * 1024;
+
+/// Why the relay stopped.
+#[derive(Debug)]
+pub enum RelayEnd {
+    /// Transaction mode: everything the client sent is answered and the server is idle; the
+    /// server's last bytes are still in its buffer for the caller to flush after release.
+    Released,
+    /// The client sent Terminate.
+    Terminated,
+    /// The client's socket closed or failed.
+    ClientGone,
+    /// The server's socket closed or failed.
+    ServerGone(String),
+    /// The client sent something that is not the protocol.
+    Protocol(ScanError),
+}
+
+/// One bound stretch: a client and the server it holds.
+pub struct Relay<'a> {
+    client: &'a mut TcpStream,
+    cbuf: &'a mut BytesMut,
+    server: &'a mut ServerConnection,
+    cwalk: Walker,
+    front: FrontendState,
+    release_when_idle: bool,
+}
+
+impl<'a> Relay<'a> {
+    /// Binds `client` (with bytes already read in `cbuf`) to `server`.
+    pub fn new(
+        client: &'a mut TcpStream,
+        cbuf: &'a mut BytesMut,
+        server: &'a mut ServerConnection,
+        release_when_idle: bool,
+    ) -> Self {
+        Relay {
+            client,
+            cbuf,
+            server,
+            cwalk: Walker::default(),
+            front: FrontendState::default(),
+            release_when_idle,
+        }
+    }
+
+    /// Runs until the transaction ends (transaction mode) or either side leaves.
+    pub async fn run(&mut self) -> RelayEnd {
+        if let Err(e) = self.walk_client() {
+            return RelayEnd::Protocol(e);
+        }
+        poll_fn(|cx| self.poll(cx)).await
+    }
+
+    /// True when the server owes nothing and holds no transaction for this client: it can be
+    /// released as it is (status `I`) or after a ROLLBACK (status `T` or `E`).
+    pub fn quiescent(&self) -> bool {
+        self.cbuf.is_empty()
+            && self.cwalk.between_frames()
+            && !self.front.unsynced
+            && self.server.state.ready_seen >= self.front.expected_ready
+            && self.server.walker.between_frames()
+            && self.server.walker.scanned == self.server.buf.len()
+    }
+
+    fn walk_client(&mut self) -> Result<(), ScanError> {
+        if let Some(stop) = self.front.walk(&mut self.cwalk, self.cbuf)? {
+            // Terminate is never forwarded: what the server does next is the pooler's call.
+            self.cbuf.truncate(stop);
+        }
+        Ok(())
+    }
+
+    fn releasable(&self) -> bool {
+        self.release_when_idle && self.server.state.status == b'I' && self.quiescent()
+    }
+
+    fn poll(&mut self, cx: &mut Context<'_>) -> Poll<RelayEnd> {
+        loop {
+            let mut progress = false;
+
+            if !self.front.terminated && self.cbuf.len() < MAX_IN_FLIGHT {
+                self.cbuf.reserve(READ_CHUNK);
+                match poll_read_buf(Pin::new(&mut *self.client), cx, self.cbuf) {
+                    Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => {
+                        return Poll::Ready(RelayEnd::ClientGone);
+                    }
+                    Poll::Ready(Ok(_)) => {
+                        if let Err(e) = self.walk_client() {
+                            return Poll::Ready(RelayEnd::Protocol(e));
+                        }
+                        progress = true;
+                    }
+                    Poll::Pending => {}
+                }
+            }
+
+            if self.cwalk.scanned > 0 {
+                match Pin::new(&mut self.server.stream)
+                    .poll_write(cx, &self.cbuf[..self.cwalk.scanned])
+                {
+                    Poll::Ready(Ok(0)) => {
+                        return Poll::Ready(RelayEnd::ServerGone("server stopped reading".into()));
+                    }
+                    Poll::Ready(Ok(n)) => {
+                        self.cbuf.advance(n);
+                        self.cwalk.consumed(n);
+                        progress = true;
+                    }
+                    Poll::Ready(Err(e)) => return Poll::Ready(RelayEnd::ServerGone(e.to_string())),
+                    Poll::Pending => {}
+                }
+            }
+
+            if self.server.buf.len() < MAX_IN_FLIGHT {
+                self.server.buf.reserve(READ_CHUNK);
+                match poll_read_buf(Pin::new(&mut self.server.stream), cx, &mut self.server.buf) {
+                    Poll::Ready(Ok(0)) => {
+                        return Poll::Ready(RelayEnd::ServerGone(
+                            "server closed the connection".into(),
+                        ));
+                    }
+                    Poll::Ready(Ok(_)) => {
+                        let server = &mut *self.server;
+                        if let Err(e) = server.state.walk(&mut server.walker, &server.buf) {
+                            return Poll::Ready(RelayEnd::ServerGone(format!(
+                                "bad server message: {e}"
+                            )));
+                        }
+                        progress = true;
+                    }
+                    Poll::Ready(Err(e)) => return Poll::Ready(RelayEnd::ServerGone(e.to_string())),
+                    Poll::Pending => {}
+                }
+            }
+
+            if self.releasable() {
+                return Poll::Ready(RelayEnd::Released);
+            }
+
+            if self.server.walker.scanned > 0 {
+                let scanned = self.server.walker.scanned;
+                match Pin::new(&mut *self.client).poll_write(cx, &self.server.buf[..scanned]) {
+                    Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => {
+                        return Poll::Ready(RelayEnd::ClientGone);
+                    }
+                    Poll::Ready(Ok(n)) => {
+                        self.server.buf.advance(n);
+                        self.server.walker.consumed(n);
+                        progress = true;
+                    }
+                    Poll::Pending => {}
+                }
+            }
+
+            if self.releasable() {
+                return Poll::Ready(RelayEnd::Released);
+            }
+            if self.front.terminated && self.cbuf.is_empty() {
+                return Poll::Ready(RelayEnd::Terminated);
+            }
+            if !progress {
+                return Poll::Pending;
+            }
+        }
+    }
+}

@@ -1,0 +1,62 @@
+//! pgfleet's pooler: the PostgreSQL wire protocol for many tenants, with transaction and
+//! session pooling, hot-reloaded tenant documents, and per-client cancellation.
+//!
+//! The binary (`main.rs`) wires a [`Shared`] state to listeners ([`listener`]) and a tenant
+//! source ([`tenants::directory`]). Tests drive the same pieces in-process.
+
+pub mod app;
+pub mod auth;
+pub mod cancel;
+pub mod client;
+pub mod config;
+pub mod errors;
+pub mod listener;
+pub mod pool;
+pub mod protocol;
+pub mod server;
+pub mod tenants;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Settings every connection reads.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// Time a client has from connecting to being logged in.
+    pub login_timeout: Duration,
+    /// Pause before answering a wrong password or unknown tenant.
+    pub auth_failure_delay: Duration,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            login_timeout: Duration::from_secs(15),
+            auth_failure_delay: Duration::from_millis(500),
+        }
+    }
+}
+
+/// State shared by every connection of the process.
+pub struct Shared {
+    /// Loaded tenants.
+    pub tenants: Arc<tenants::TenantRegistry>,
+    /// Server pools.
+    pub pools: Arc<pool::Pools>,
+    /// Synthetic cancel keys.
+    pub cancels: Arc<cancel::CancelRegistry>,
+    /// Settings.
+    pub settings: Settings,
+}
+
+impl Shared {
+    /// Empty state with the given settings.
+    pub fn new(settings: Settings) -> Arc<Self> {
+        Arc::new(Shared {
+            tenants: Arc::default(),
+            pools: Arc::default(),
+            cancels: Arc::default(),
+            settings,
+        })
+    }
+}

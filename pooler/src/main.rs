@@ -1,0 +1,77 @@
+//! `pgfleet-pooler`: loads tenants from a directory and serves both ports until SIGINT/SIGTERM.
+
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Parser;
+use pgfleet_pooler::Settings;
+use pgfleet_pooler::app::{PoolerConfig, RunningPooler};
+use pgfleet_pooler::config::{Args, LogFormat};
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    init_logging(&args)?;
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    runtime.enable_all();
+    if let Some(workers) = args.workers {
+        runtime.worker_threads(workers.max(1));
+    }
+    runtime
+        .build()
+        .context("cannot start the async runtime")?
+        .block_on(run(args))
+}
+
+fn init_logging(args: &Args) -> anyhow::Result<()> {
+    let filter =
+        tracing_subscriber::EnvFilter::try_new(&args.log).context("invalid --log filter")?;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match args.log_format {
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+        LogFormat::Text => builder.init(),
+    }
+    Ok(())
+}
+
+async fn run(args: Args) -> anyhow::Result<()> {
+    let pooler = RunningPooler::start(PoolerConfig {
+        tenants_dir: args.tenants_dir,
+        listen: args.listen,
+        session_port: args.session_port,
+        pooled_port: args.pooled_port,
+        max_connections: args.max_connections,
+        settings: Settings {
+            login_timeout: args.login_timeout,
+            ..Settings::default()
+        },
+    })
+    .await?;
+    wait_for_stop_signal().await;
+    tracing::info!("shutting down");
+    pooler.stop(Duration::from_secs(1)).await;
+    Ok(())
+}
+
+async fn wait_for_stop_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {},
+                    _ = term.recv() => {},
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

@@ -1,0 +1,9 @@
+//! Server connection pools keyed by (tenant, user, database, mode, search_path).
+
+pub mod key;
+pub mod registry;
+pub mod server_pool;
+
+pub use key::PoolKey;
+pub use registry::Pools;
+pub use server_pool::{Pool, PoolConfig};

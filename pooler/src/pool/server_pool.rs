@@ -1,0 +1,350 @@
+//! One pool: idle connections (LIFO, warm ones first), a FIFO queue of waiting clients, and a
+//! size that reloads change in place.
+//!
+//! The lock is never held across I/O. A waiting client is handed either a connection or a
+//! permit to open one, so a slot freed by a closed connection is never lost.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+use tokio::io::AsyncWriteExt;
+use tokio::sync::oneshot;
+
+use super::PoolKey;
+use crate::errors::ClientError;
+use crate::server::{ConnectTarget, ServerConnection, UpstreamCredentials, connect};
+
+/// Idle connections older than this are probed before reuse.
+const PROBE_AFTER_IDLE: Duration = Duration::from_secs(1);
+
+/// Settings a reload may change.
+#[derive(Clone)]
+pub struct PoolConfig {
+    /// Upstream host.
+    pub host: Arc<str>,
+    /// Upstream port.
+    pub port: u16,
+    /// Maximum server connections.
+    pub size: u32,
+    /// How long a client waits for a connection.
+    pub checkout_timeout: Duration,
+    /// How to log in upstream.
+    pub credentials: Arc<UpstreamCredentials>,
+}
+
+impl PoolConfig {
+    /// True when connections made under `self` cannot serve under `other`.
+    fn upstream_differs(&self, other: &PoolConfig) -> bool {
+        self.host != other.host
+            || self.port != other.port
+            || !Arc::ptr_eq(&self.credentials, &other.credentials)
+    }
+}
+
+/// ParameterStatus name/value pairs a server reported at login.
+pub type ServerParameters = Arc<Vec<(String, String)>>;
+
+enum Grant {
+    Conn(Box<ServerConnection>),
+    Permit,
+}
+
+struct Inner {
+    idle: Vec<ServerConnection>,
+    /// Open plus opening connections.
+    total: u32,
+    waiters: VecDeque<oneshot::Sender<Grant>>,
+    config: PoolConfig,
+    generation: u64,
+    retired: bool,
+}
+
+/// One pool of server connections.
+pub struct Pool {
+    /// The key clients share.
+    pub key: PoolKey,
+    inner: Mutex<Inner>,
+    /// ParameterStatus values of the latest server login, sent to clients at their login so
+    /// they need not wait for a server.
+    parameters: Mutex<Option<ServerParameters>>,
+    /// Clients attached to this pool (session-mode cap, status).
+    pub clients: AtomicU32,
+    /// Transactions (transaction mode) or sessions (session mode) served.
+    pub checkouts: AtomicU64,
+}
+
+enum Next {
+    Connect(PoolConfig, u64),
+    Wait(oneshot::Receiver<Grant>),
+}
+
+impl Pool {
+    /// A new, empty pool.
+    pub fn new(key: PoolKey, config: PoolConfig) -> Self {
+        Pool {
+            key,
+            inner: Mutex::new(Inner {
+                idle: Vec::new(),
+                total: 0,
+                waiters: VecDeque::new(),
+                config,
+                generation: 1,
+                retired: false,
+            }),
+            parameters: Mutex::new(None),
+            clients: AtomicU32::new(0),
+            checkouts: AtomicU64::new(0),
+        }
+    }
+
+    /// The current settings.
+    pub fn config(&self) -> PoolConfig {
+        self.inner.lock().config.clone()
+    }
+
+    /// Cached ParameterStatus values, if a server has logged in.
+    pub fn parameters(&self) -> Option<ServerParameters> {
+        self.parameters.lock().clone()
+    }
+
+    /// (open or opening, idle, waiting) counts.
+    pub fn counts(&self) -> (u32, usize, usize) {
+        let inner = self.inner.lock();
+        (inner.total, inner.idle.len(), inner.waiters.len())
+    }
+
+    /// Takes a server connection, waiting in FIFO order up to the checkout timeout.
+    pub async fn checkout(&self) -> Result<ServerConnection, ClientError> {
+        let deadline = tokio::time::Instant::now() + self.inner.lock().config.checkout_timeout;
+        loop {
+            let mut stale = Vec::new();
+            let next = {
+                let mut inner = self.inner.lock();
+                let mut found = None;
+                while let Some(conn) = inner.idle.pop() {
+                    if conn.generation != inner.generation
+                        || (conn.last_used.elapsed() > PROBE_AFTER_IDLE && !conn.looks_alive())
+                    {
+                        inner.total -= 1;
+                        stale.push(conn);
+                        continue;
+                    }
+                    found = Some(conn);
+                    break;
+                }
+                match found {
+                    Some(conn) => {
+                        drop(inner);
+                        close_all(stale);
+                        self.checkouts.fetch_add(1, Ordering::Relaxed);
+                        return Ok(conn);
+                    }
+                    None if inner.total < inner.config.size => {
+                        inner.total += 1;
+                        Next::Connect(inner.config.clone(), inner.generation)
+                    }
+                    None => {
+                        let (tx, rx) = oneshot::channel();
+                        inner.waiters.push_back(tx);
+                        Next::Wait(rx)
+                    }
+                }
+            };
+            close_all(stale);
+            match next {
+                Next::Connect(config, generation) => return self.open(config, generation).await,
+                Next::Wait(mut rx) => match tokio::time::timeout_at(deadline, &mut rx).await {
+                    Ok(Ok(Grant::Conn(conn))) => {
+                        self.checkouts.fetch_add(1, Ordering::Relaxed);
+                        return Ok(*conn);
+                    }
+                    Ok(Ok(Grant::Permit)) => {
+                        let (config, generation) = {
+                            let inner = self.inner.lock();
+                            (inner.config.clone(), inner.generation)
+                        };
+                        return self.open(config, generation).await;
+                    }
+                    // Our sender was dropped without a grant: ask again.
+                    Ok(Err(_)) => continue,
+                    Err(_) => {
+                        // A grant may have raced the timeout: give it back rather than lose it.
+                        rx.close();
+                        match rx.try_recv() {
+                            Ok(Grant::Conn(conn)) => self.checkin(*conn, true),
+                            Ok(Grant::Permit) => self.slot_freed(),
+                            Err(_) => {}
+                        }
+                        let config = self.config();
+                        return Err(ClientError::CheckoutTimeout {
+                            ms: config.checkout_timeout.as_millis(),
+                            mode: match self.key.mode {
+                                pgfleet_crds::PoolMode::Transaction => "Transaction",
+                                pgfleet_crds::PoolMode::Session => "Session",
+                            },
+                        });
+                    }
+                },
+            }
+        }
+    }
+
+    /// Opens a connection for a slot already counted in `total`.
+    async fn open(
+        &self,
+        config: PoolConfig,
+        generation: u64,
+    ) -> Result<ServerConnection, ClientError> {
+        let target = ConnectTarget {
+            host: &config.host,
+            port: config.port,
+            user: &self.key.user,
+            database: &self.key.database,
+            search_path: self.key.search_path.as_deref(),
+            application_name: "pgfleet",
+            credentials: &config.credentials,
+            generation,
+        };
+        match connect(&target).await {
+            Ok((conn, info)) => {
+                *self.parameters.lock() = Some(Arc::new(info.parameters));
+                self.checkouts.fetch_add(1, Ordering::Relaxed);
+                Ok(conn)
+            }
+            Err(e) => {
+                tracing::warn!(pool = %self.key, error = %e, "server connection failed");
+                self.slot_freed();
+                Err(e.into())
+            }
+        }
+    }
+
+    /// Returns a connection. `clean` says it is idle with nothing pending; anything else, a
+    /// connection of an old generation, or one above the pool size, is closed instead.
+    pub fn checkin(&self, mut conn: ServerConnection, clean: bool) {
+        let mut inner = self.inner.lock();
+        let orphaned = inner.retired && self.clients.load(Ordering::Acquire) == 0;
+        if !clean
+            || orphaned
+            || conn.generation != inner.generation
+            || inner.total > inner.config.size
+        {
+            inner.total -= 1;
+            Self::grant_permit(&mut inner);
+            drop(inner);
+            close(conn);
+            return;
+        }
+        conn.last_used = Instant::now();
+        conn.reset_accounting();
+        let mut conn = Box::new(conn);
+        while let Some(waiter) = inner.waiters.pop_front() {
+            match waiter.send(Grant::Conn(conn)) {
+                Ok(()) => return,
+                Err(Grant::Conn(back)) => conn = back,
+                Err(Grant::Permit) => return,
+            }
+        }
+        inner.idle.push(*conn);
+    }
+
+    /// A counted slot was given up (failed connect, or a waiter's permit came back).
+    fn slot_freed(&self) {
+        let mut inner = self.inner.lock();
+        inner.total -= 1;
+        Self::grant_permit(&mut inner);
+    }
+
+    /// While there is room, lets the longest-waiting live client open a connection.
+    fn grant_permit(inner: &mut Inner) {
+        while inner.total < inner.config.size {
+            let Some(waiter) = inner.waiters.pop_front() else {
+                break;
+            };
+            inner.total += 1;
+            if waiter.send(Grant::Permit).is_err() {
+                inner.total -= 1;
+            }
+        }
+    }
+
+    /// Applies reloaded settings: a new size takes effect at once (growing hands permits to
+    /// waiters, shrinking closes idle connections now and busy ones as they come back); a new
+    /// upstream or credentials starts a new generation.
+    pub fn reconfigure(&self, config: PoolConfig) {
+        let mut closing = Vec::new();
+        {
+            let mut inner = self.inner.lock();
+            if inner.config.upstream_differs(&config) {
+                inner.generation += 1;
+                inner.total -= inner.idle.len() as u32;
+                closing.append(&mut inner.idle);
+                *self.parameters.lock() = None;
+            }
+            inner.config = config;
+            while inner.total > inner.config.size {
+                let Some(conn) = inner.idle.pop() else { break };
+                inner.total -= 1;
+                closing.push(conn);
+            }
+            Self::grant_permit(&mut inner);
+        }
+        close_all(closing);
+    }
+
+    /// Stops taking new clients (the registry no longer hands this pool out). Clients already
+    /// attached keep being served; the connections close when the last of them leaves.
+    pub fn retire(&self) {
+        self.inner.lock().retired = true;
+        self.close_idle_if_orphaned();
+    }
+
+    /// A client starts using this pool.
+    pub fn attach(&self) -> u32 {
+        self.clients.fetch_add(1, Ordering::AcqRel) + 1
+    }
+
+    /// A client stopped using this pool.
+    pub fn detach(&self) {
+        if self.clients.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.close_idle_if_orphaned();
+        }
+    }
+
+    fn close_idle_if_orphaned(&self) {
+        let closing = {
+            let mut inner = self.inner.lock();
+            if !inner.retired || self.clients.load(Ordering::Acquire) > 0 {
+                return;
+            }
+            inner.total -= inner.idle.len() as u32;
+            std::mem::take(&mut inner.idle)
+        };
+        close_all(closing);
+    }
+
+    /// True once retired.
+    pub fn is_retired(&self) -> bool {
+        self.inner.lock().retired
+    }
+}
+
+fn close_all(conns: Vec<ServerConnection>) {
+    for conn in conns {
+        close(conn);
+    }
+}
+
+/// Says goodbye politely (so the server logs no "unexpected EOF") without blocking the caller.
+fn close(mut conn: ServerConnection) {
+    if let Ok(handle) = tokio::runtime::Handle::try_current() {
+        handle.spawn(async move {
+            let mut bye = bytes::BytesMut::new();
+            crate::protocol::frontend::terminate(&mut bye);
+            let _ = tokio::time::timeout(Duration::from_secs(1), conn.stream.write_all(&bye)).await;
+        });
+    }
+}
