@@ -10,7 +10,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 use super::auth::authenticate;
-use super::identity::{ClientIdentity, identify};
+use super::identity::identify;
 use super::limits::{ClientSlot, PoolAttachment};
 use crate::Shared;
 use crate::cancel::CancelHandle;
@@ -29,16 +29,13 @@ pub enum Port {
     Pooled,
 }
 
-/// A logged-in client.
+/// A logged-in client: only what the session needs from here on, kept small because an
+/// idle client is little more than this.
 pub struct Session {
-    /// Who it is.
-    pub identity: ClientIdentity,
     /// Its pool (detached when the session ends).
     pub pool: PoolAttachment,
     /// Pool mode for this client.
     pub mode: PoolMode,
-    /// The server held for the whole session (session mode).
-    pub server: Option<ServerConnection>,
     /// Its cancel key.
     pub cancel: CancelHandle,
     /// Close after this long idle outside a transaction.
@@ -49,12 +46,13 @@ pub struct Session {
 
 /// Reads the startup packet and logs the client in. `Ok(None)` means the connection ended
 /// without a session and without an error to report (cancel requests, probes, hang-ups).
+/// A session-mode client also gets the server it holds for the whole session.
 pub async fn login(
     stream: &mut TcpStream,
     peer: SocketAddr,
     port: Port,
     shared: &Shared,
-) -> Result<Option<Session>, ClientError> {
+) -> Result<Option<(Session, Option<ServerConnection>)>, ClientError> {
     let mut out = BytesMut::with_capacity(512);
     let mut answered_ssl = false;
     let mut answered_gss = false;
@@ -92,8 +90,9 @@ pub async fn login(
             Ok(StartupPacket::Startup { minor, params }) => break (minor, params),
             Err(StartupError::Closed) => return Ok(None),
             Err(StartupError::TooLarge(n)) => return Err(ClientError::StartupPacketTooLarge(n)),
-            Err(e @ StartupError::Malformed(_)) => {
-                return Err(ClientError::StartupMessage(e.to_string()));
+            Err(StartupError::Malformed(reason)) => {
+                // The catalogue's message adds "Invalid startup message: " itself.
+                return Err(ClientError::StartupMessage(reason.to_string()));
             }
             Err(e @ StartupError::UnsupportedProtocol { .. }) => {
                 return Err(ClientError::ProtocolViolation(e.to_string()));
@@ -226,13 +225,12 @@ pub async fn login(
         }
         return Err(ClientError::ServerLost(format!("client write failed: {e}")));
     }
-    Ok(Some(Session {
+    let session = Session {
         idle_timeout: tenant.doc.client_idle_timeout,
-        identity,
         pool: attached,
         mode,
-        server,
         cancel,
         slot,
-    }))
+    };
+    Ok(Some((session, server)))
 }

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use pgfleet_crds::PoolMode;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::Shared;
@@ -26,33 +26,57 @@ use relay::{READ_CHUNK, Relay, RelayEnd};
 
 /// Serves one client connection until it ends. Never panics on client input; every failure
 /// the client can be told about is sent as an ErrorResponse before closing.
-pub async fn serve(mut stream: TcpStream, peer: SocketAddr, port: Port, shared: Arc<Shared>) {
+pub async fn serve(stream: TcpStream, peer: SocketAddr, port: Port, shared: Arc<Shared>) {
+    // Login state is large and short-lived: boxed, so it is freed before the client idles.
+    let logged_in = Box::pin(log_in(stream, peer, port, shared)).await;
+    if let Some(run) = logged_in.map(after_login) {
+        run.await;
+    }
+}
+
+/// The rest of the session, boxed once: a plain `.await` on it would keep the moved-from
+/// stream and session in this task's state as well, doubling an idle client's footprint.
+fn after_login(
+    (stream, session, server): LoggedIn,
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> {
+    match (session.mode, server) {
+        (PoolMode::Session, Some(server)) => Box::pin(session_mode(stream, session, server)),
+        _ => Box::pin(transaction_mode(stream, session)),
+    }
+}
+
+/// A logged-in client: its socket, session, and (session mode) its server.
+type LoggedIn = (TcpStream, Session, Option<ServerConnection>);
+
+async fn log_in(
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    port: Port,
+    shared: Arc<Shared>,
+) -> Option<LoggedIn> {
     let _ = stream.set_nodelay(true);
-    // Boxed so an idle client's task holds only a pointer's worth of login state.
-    let login = Box::pin(tokio::time::timeout(
+    let login = tokio::time::timeout(
         shared.settings.login_timeout,
         login::login(&mut stream, peer, port, &shared),
-    ));
-    let session = match login.await {
-        Ok(Ok(Some(session))) => session,
-        Ok(Ok(None)) => return,
+    );
+    match login.await {
+        Ok(Ok(Some((session, server)))) => {
+            tracing::debug!(%peer, pool = %session.pool.key, "client logged in");
+            Some((stream, session, server))
+        }
+        Ok(Ok(None)) => None,
         Ok(Err(e)) => {
             tracing::info!(%peer, code = e.code(), error = %e, "login refused");
             if e.is_delayed() {
                 tokio::time::sleep(shared.settings.auth_failure_delay).await;
             }
             send_error(&mut stream, &e, Severity::Fatal).await;
-            return;
+            None
         }
         Err(_) => {
             send_error(&mut stream, &ClientError::AuthTimeout, Severity::Fatal).await;
-            return;
+            None
         }
-    };
-    tracing::debug!(%peer, pool = %session.pool.key, "client logged in");
-    match session.mode {
-        PoolMode::Transaction => transaction_mode(stream, session).await,
-        PoolMode::Session => session_mode(stream, session).await,
     }
 }
 
@@ -67,96 +91,104 @@ async fn send_error(stream: &mut TcpStream, error: &ClientError, severity: Sever
 
 /// Transaction mode: the client holds a server only from the first message of a transaction
 /// until the server reports idle with nothing owed.
+///
+/// This loop is what an idle client costs, so it holds only the socket, the session and an
+/// empty buffer; everything a transaction needs lives in a boxed step, freed after it.
 async fn transaction_mode(mut stream: TcpStream, session: Session) {
     let mut cbuf = BytesMut::new();
     loop {
         if cbuf.is_empty() {
             // Idle: hold no buffer, just wait for the socket.
             cbuf = BytesMut::new();
-            let readable = stream.readable();
-            let ready = match session.idle_timeout {
-                Some(limit) => match tokio::time::timeout(limit, readable).await {
-                    Ok(r) => r,
-                    Err(_) => {
-                        let e = ClientError::IdleTimeout(limit.as_millis());
-                        send_error(&mut stream, &e, Severity::Fatal).await;
-                        return;
-                    }
-                },
-                None => readable.await,
-            };
-            if ready.is_err() {
+            if !wait_for_request(&mut stream, &mut cbuf, &session).await {
                 return;
-            }
-            cbuf.reserve(READ_CHUNK);
-            match stream.try_read_buf(&mut cbuf) {
-                Ok(0) => return,
-                Ok(_) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
-                Err(_) => return,
             }
         }
         if cbuf.len() >= 5 && cbuf[0] == b'X' {
             return;
         }
-        let mut server = match session.pool.checkout().await {
-            Ok(server) => server,
-            Err(e) => {
-                tracing::warn!(pool = %session.pool.key, code = e.code(), error = %e, "checkout failed");
-                match recovery::fail_first_batch(&mut stream, &mut cbuf, &e).await {
-                    Ok(true) => continue,
-                    Ok(false) => return,
-                    Err(fatal) => {
-                        send_error(&mut stream, &fatal, Severity::Fatal).await;
-                        return;
-                    }
+        if !Box::pin(transaction(&mut stream, &mut cbuf, &session)).await {
+            return;
+        }
+    }
+}
+
+/// Waits for the next request and reads what has arrived. `false` when the client left or
+/// idled out.
+async fn wait_for_request(stream: &mut TcpStream, cbuf: &mut BytesMut, session: &Session) -> bool {
+    let ready = match session.idle_timeout {
+        Some(limit) => match tokio::time::timeout(limit, stream.readable()).await {
+            Ok(r) => r,
+            Err(_) => {
+                let e = ClientError::IdleTimeout(limit.as_millis());
+                Box::pin(send_error(stream, &e, Severity::Fatal)).await;
+                return false;
+            }
+        },
+        None => stream.readable().await,
+    };
+    if ready.is_err() {
+        return false;
+    }
+    // The socket is readable, so this returns at once; unlike `try_read_buf`, a short read
+    // also clears tokio's cached readiness, sparing the relay a futile read.
+    cbuf.reserve(READ_CHUNK);
+    matches!(stream.read_buf(cbuf).await, Ok(n) if n > 0)
+}
+
+/// One transaction: check a server out, relay until the transaction ends, release the server.
+/// `false` when the session is over.
+async fn transaction(stream: &mut TcpStream, cbuf: &mut BytesMut, session: &Session) -> bool {
+    let mut server = match session.pool.checkout().await {
+        Ok(server) => server,
+        Err(e) => {
+            tracing::warn!(pool = %session.pool.key, code = e.code(), error = %e, "checkout failed");
+            return match recovery::fail_first_batch(stream, cbuf, &e).await {
+                Ok(keep_going) => keep_going,
+                Err(fatal) => {
+                    send_error(stream, &fatal, Severity::Fatal).await;
+                    false
                 }
-            }
-        };
-        session.cancel.slot.set(Some(server.cancel));
-        let (end, quiescent) = {
-            let mut relay = Relay::new(&mut stream, &mut cbuf, &mut server, true);
-            let end = Box::pin(relay.run()).await;
-            (end, relay.quiescent())
-        };
-        session.cancel.slot.set(None);
-        match end {
-            RelayEnd::Released => {
-                // Release before flushing the tail, so a slow client never holds a server.
-                let scanned = server.walker.scanned;
-                let tail = server.buf.split_to(scanned);
-                server.walker.consumed(scanned);
-                shrink(&mut server.buf);
-                session.pool.checkin(server, true);
-                if !tail.is_empty() && stream.write_all(&tail).await.is_err() {
-                    return;
-                }
-            }
-            RelayEnd::Terminated | RelayEnd::ClientGone => {
-                release_after_client(&session, server, quiescent, false).await;
-                return;
-            }
-            RelayEnd::ServerGone(reason) => {
-                session.pool.checkin(server, false);
-                let e = ClientError::ServerLost(reason);
-                send_error(&mut stream, &e, Severity::Fatal).await;
-                return;
-            }
-            RelayEnd::Protocol(scan) => {
-                session.pool.checkin(server, false);
-                let e = ClientError::ProtocolViolation(scan.to_string());
-                send_error(&mut stream, &e, Severity::Fatal).await;
-                return;
-            }
+            };
+        }
+    };
+    session.cancel.slot.set(Some(server.cancel));
+    let (end, quiescent) = {
+        let mut relay = Relay::new(stream, cbuf, &mut server, true);
+        let end = relay.run().await;
+        (end, relay.quiescent())
+    };
+    session.cancel.slot.set(None);
+    match end {
+        RelayEnd::Released => {
+            // Release before flushing the tail, so a slow client never holds a server.
+            let scanned = server.walker.scanned;
+            let tail = server.buf.split_to(scanned);
+            server.walker.consumed(scanned);
+            shrink(&mut server.buf);
+            session.pool.checkin(server, true);
+            tail.is_empty() || stream.write_all(&tail).await.is_ok()
+        }
+        RelayEnd::Terminated | RelayEnd::ClientGone => {
+            release_after_client(session, server, quiescent, false).await;
+            false
+        }
+        RelayEnd::ServerGone(reason) => {
+            session.pool.checkin(server, false);
+            send_error(stream, &ClientError::ServerLost(reason), Severity::Fatal).await;
+            false
+        }
+        RelayEnd::Protocol(scan) => {
+            session.pool.checkin(server, false);
+            let e = ClientError::ProtocolViolation(scan.to_string());
+            send_error(stream, &e, Severity::Fatal).await;
+            false
         }
     }
 }
 
 /// Session mode: the client holds its server from login to exit.
-async fn session_mode(mut stream: TcpStream, mut session: Session) {
-    let Some(mut server) = session.server.take() else {
-        return;
-    };
+async fn session_mode(mut stream: TcpStream, session: Session, mut server: ServerConnection) {
     let mut cbuf = BytesMut::new();
     session.cancel.slot.set(Some(server.cancel));
     let (end, quiescent) = {
@@ -167,7 +199,7 @@ async fn session_mode(mut stream: TcpStream, mut session: Session) {
     session.cancel.slot.set(None);
     match end {
         RelayEnd::Terminated | RelayEnd::ClientGone | RelayEnd::Released => {
-            release_after_client(&session, server, quiescent, true).await;
+            Box::pin(release_after_client(&session, server, quiescent, true)).await;
         }
         RelayEnd::ServerGone(reason) => {
             session.pool.checkin(server, false);
@@ -227,5 +259,41 @@ async fn release_after_client(
 fn shrink(buf: &mut BytesMut) {
     if buf.is_empty() && buf.capacity() > 4 * READ_CHUNK {
         *buf = BytesMut::new();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn future_size<A, B, Fut: std::future::Future>(_: impl FnOnce(A, B) -> Fut) -> usize {
+        std::mem::size_of::<Fut>()
+    }
+
+    /// An idle client is a task parked in `transaction_mode`; its future's size is most of
+    /// what an idle client costs, so rare, large states (login, connect, reset) stay boxed.
+    #[test]
+    fn idle_client_futures_stay_small() {
+        let tx = future_size(transaction_mode);
+        assert!(tx <= 768, "transaction_mode future is {tx} bytes");
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("rt");
+        rt.block_on(async {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+                .await
+                .expect("bind");
+            let addr = listener.local_addr().expect("addr");
+            let stream = TcpStream::connect(addr).await.expect("connect");
+            let fut = serve(
+                stream,
+                addr,
+                Port::Pooled,
+                Shared::new(crate::Settings::default()),
+            );
+            let size = std::mem::size_of_val(&fut);
+            assert!(size <= 128, "serve future is {size} bytes");
+        });
     }
 }

@@ -155,7 +155,11 @@ impl Pool {
             };
             close_all(stale);
             match next {
-                Next::Connect(config, generation) => return self.open(config, generation).await,
+                // Boxed: a login's state is large and rare, and would otherwise sit inside every
+                // idle client's future.
+                Next::Connect(config, generation) => {
+                    return Box::pin(self.open(config, generation)).await;
+                }
                 Next::Wait(mut rx) => match tokio::time::timeout_at(deadline, &mut rx).await {
                     Ok(Ok(Grant::Conn(conn))) => {
                         self.checkouts.fetch_add(1, Ordering::Relaxed);
@@ -166,7 +170,7 @@ impl Pool {
                             let inner = self.inner.lock();
                             (inner.config.clone(), inner.generation)
                         };
-                        return self.open(config, generation).await;
+                        return Box::pin(self.open(config, generation)).await;
                     }
                     // Our sender was dropped without a grant: ask again.
                     Ok(Err(_)) => continue,

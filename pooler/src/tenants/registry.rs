@@ -104,12 +104,17 @@ impl TenantRegistry {
         }
         for id in &changed {
             let Some(tenant) = next.get(id) else { continue };
+            // Clients that named no database went to the old default one: when the default
+            // moves, its pools drain and close instead of holding the old database open.
+            let old_default = old.get(id).map(|t| t.doc.upstream.database.as_str());
             for pool in pools.of_tenant(id) {
                 let user = &*pool.key.user;
                 let wrong_mode = pool.key.mode == PoolMode::Transaction
                     && tenant.mode_for(user) == PoolMode::Session;
+                let default_moved = old_default
+                    .is_some_and(|d| d != tenant.doc.upstream.database && *pool.key.database == *d);
                 match tenant.pool_config(user) {
-                    Some(config) if !wrong_mode => pool.reconfigure(config),
+                    Some(config) if !wrong_mode && !default_moved => pool.reconfigure(config),
                     _ => pools.retire(&pool.key),
                 }
             }

@@ -1,0 +1,176 @@
+//! Multi-tenant routing, transaction and session pooling, pool sizes, queueing.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use testkit::{SCRAM_PASSWORD, SCRAM_USER};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_tenants_each_see_their_own_data() {
+    let (db_a, db_b) = (fresh_database(SCRAM_USER), fresh_database(SCRAM_USER));
+    let pg = PgServer::shared();
+    for (db, name) in [(&db_a, "tenant a"), (&db_b, "tenant b")] {
+        pg.psql_db(db, &format!("CREATE TABLE who (name text); INSERT INTO who VALUES ('{name}'); ALTER TABLE who OWNER TO {SCRAM_USER}"));
+    }
+    let users = [(SCRAM_USER, SCRAM_PASSWORD)];
+    let t = TestPooler::start(&[
+        ("a.yaml", tenant_doc("alpha", &db_a, &users, "")),
+        ("b.yaml", tenant_doc("beta", &db_b, &users, "")),
+    ])
+    .await;
+    let a = t
+        .connect(
+            t.pooled(),
+            &format!("{SCRAM_USER}.alpha"),
+            SCRAM_PASSWORD,
+            &db_a,
+        )
+        .await
+        .expect("alpha");
+    let b = t
+        .connect(
+            t.pooled(),
+            &format!("{SCRAM_USER}.beta"),
+            SCRAM_PASSWORD,
+            &db_b,
+        )
+        .await
+        .expect("beta");
+    for _ in 0..20 {
+        let ra: String = a.query_typed("SELECT name FROM who", &[]).await.expect("a")[0].get(0);
+        let rb: String = b.query_typed("SELECT name FROM who", &[]).await.expect("b")[0].get(0);
+        assert_eq!((ra.as_str(), rb.as_str()), ("tenant a", "tenant b"));
+    }
+    // The tenant's default database is used when the client names none of its own.
+    let c = t
+        .connect(
+            t.pooled(),
+            &format!("{SCRAM_USER}.alpha"),
+            SCRAM_PASSWORD,
+            &format!("{SCRAM_USER}.alpha"),
+        )
+        .await
+        .expect("default db");
+    let db: String = c
+        .query_typed("SELECT current_database()", &[])
+        .await
+        .expect("q")[0]
+        .get(0);
+    assert_eq!(db, db_a);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transaction_mode_shares_servers_and_honours_pool_size() {
+    let db = fresh_database(SCRAM_USER);
+    let doc = tenant_doc(
+        "shared",
+        &db,
+        &[(SCRAM_USER, SCRAM_PASSWORD)],
+        "defaultPoolSize: 2\n",
+    );
+    let t = TestPooler::start(&[("t.yaml", doc)]).await;
+    let user = format!("{SCRAM_USER}.shared");
+    let mut clients = Vec::new();
+    for _ in 0..10 {
+        clients.push(
+            t.connect(t.pooled(), &user, SCRAM_PASSWORD, &db)
+                .await
+                .expect("connect"),
+        );
+    }
+    let mut tasks = Vec::new();
+    for c in clients {
+        tasks.push(tokio::spawn(async move {
+            for _ in 0..20 {
+                // Unnamed statements: named ones do not outlive a transaction-mode transaction.
+                let rows = c
+                    .query_typed("SELECT pg_sleep(0.001), 1::int", &[])
+                    .await
+                    .expect("query");
+                assert_eq!(rows[0].get::<_, i32>(1), 1);
+            }
+            c
+        }));
+    }
+    let mut clients = Vec::new();
+    for task in tasks {
+        clients.push(task.await.expect("task"));
+    }
+    // Ten clients, never more than two server backends.
+    let backends = PgServer::shared().backend_count(SCRAM_USER, &db);
+    assert!(
+        (1..=2).contains(&backends),
+        "{backends} backends for pool size 2"
+    );
+    let pids: std::collections::HashSet<i32> = {
+        let mut s = std::collections::HashSet::new();
+        for c in &clients {
+            s.insert(
+                c.query_typed("SELECT pg_backend_pid()", &[])
+                    .await
+                    .expect("pid")[0]
+                    .get(0),
+            );
+        }
+        s
+    };
+    assert!(pids.len() <= 2, "{pids:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_mode_holds_one_server_per_client_and_resets_it() {
+    let db = fresh_database(SCRAM_USER);
+    let doc = tenant_doc(
+        "sess",
+        &db,
+        &[(SCRAM_USER, SCRAM_PASSWORD)],
+        "defaultPoolSize: 3\n",
+    );
+    let t = TestPooler::start(&[("t.yaml", doc)]).await;
+    let user = format!("{SCRAM_USER}.sess");
+    let a = t
+        .connect(t.session(), &user, SCRAM_PASSWORD, &db)
+        .await
+        .expect("a");
+    let b = t
+        .connect(t.session(), &user, SCRAM_PASSWORD, &db)
+        .await
+        .expect("b");
+    let pa1: i32 = a
+        .query_one("SELECT pg_backend_pid()", &[])
+        .await
+        .expect("q")
+        .get(0);
+    let pb: i32 = b
+        .query_one("SELECT pg_backend_pid()", &[])
+        .await
+        .expect("q")
+        .get(0);
+    a.batch_execute("SET work_mem = '7MB'").await.expect("set");
+    let pa2: i32 = a
+        .query_one("SELECT pg_backend_pid()", &[])
+        .await
+        .expect("q")
+        .get(0);
+    assert_eq!(pa1, pa2, "session mode keeps the same server");
+    assert_ne!(pa1, pb, "two sessions never share a server");
+    drop(a);
+    wait_backends(SCRAM_USER, &db, |n| n == 2).await;
+    // The next session gets a server whose session state was discarded.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let c = t
+        .connect(t.session(), &user, SCRAM_PASSWORD, &db)
+        .await
+        .expect("c");
+    let wm: String = c
+        .query_one("SHOW work_mem", &[])
+        .await
+        .expect("show")
+        .get(0);
+    assert_eq!(
+        wm, "4MB",
+        "DISCARD ALL reset the previous session's settings"
+    );
+}

@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# The whole test suite: formatting, lints, unit tests and integration tests against a real
+# PostgreSQL that the tests start themselves (from the machine's PostgreSQL binaries).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+fail() { echo "error: $*" >&2; exit 1; }
+command -v cargo >/dev/null || fail "cargo not found: install Rust 1.95 or newer (https://rustup.rs)"
+cargo fmt --version >/dev/null 2>&1 || fail "rustfmt missing: rustup component add rustfmt"
+cargo clippy --version >/dev/null 2>&1 || fail "clippy missing: rustup component add clippy"
+pg_bin=${PG_BIN:-$(pg_config --bindir 2>/dev/null || ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1 || true)}
+for tool in initdb pg_ctl postgres psql pgbench; do
+  [[ -n "$pg_bin" && -x "$pg_bin/$tool" ]] || fail "PostgreSQL's $tool not found (looked in '${pg_bin:-nowhere}'): install PostgreSQL server binaries (Debian/Ubuntu: apt-get install postgresql) or set PG_BIN"
+done
+if [[ $(id -u) == 0 ]]; then
+  id postgres >/dev/null 2>&1 || fail "running as root needs a 'postgres' OS user for initdb (created by the postgresql package)"
+fi
+
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets --locked -- -D warnings
+cargo test --workspace --locked
