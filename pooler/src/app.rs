@@ -10,6 +10,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::client::Port;
+use crate::tenants::directory::DirectorySource;
 use crate::{Settings, Shared, listener, tenants};
 
 /// What to run.
@@ -66,12 +67,15 @@ impl RunningPooler {
         let pooled = listener::bind(SocketAddr::new(config.listen, config.pooled_port)).await?;
         let (session_addr, pooled_addr) = (session.local_addr()?, pooled.local_addr()?);
 
-        // Load before accepting, so the first clients find their tenants.
-        tenants::directory::reload(&config.tenants_dir, &shared.tenants, &shared.pools).await;
-        let watcher = tokio::spawn(tenants::directory::watch(
-            config.tenants_dir.clone(),
+        // SIGHUP is caught before anything else, then tenants load before accepting, so the
+        // first clients find them.
+        let hup = tenants::directory::sighup_reloads(shutdown.clone())?;
+        let source = Arc::new(DirectorySource::new(config.tenants_dir.clone()));
+        source.reload(&shared.tenants, &shared.pools).await;
+        let watcher = tokio::spawn(Arc::clone(&source).watch(
             Arc::clone(&shared.tenants),
             Arc::clone(&shared.pools),
+            hup,
             shutdown.clone(),
         ));
         for (listener, port) in [(session, Port::Session), (pooled, Port::Pooled)] {

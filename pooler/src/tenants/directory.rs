@@ -4,11 +4,13 @@
 //! A file that does not parse or validate is logged with its name and reason and skipped; the
 //! other tenants are unaffected.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use notify::{RecursiveMode, Watcher};
+use parking_lot::Mutex;
 use pgfleet_crds::TenantDocument;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -27,7 +29,9 @@ pub struct LoadProblem {
 
 /// Reads every `*.yaml`, `*.yml` and `*.json` file in `dir` (not hidden, not recursive), in
 /// name order. A second document with an `externalId` already seen is a problem, not a load.
-pub fn load_dir(dir: &Path) -> Result<(Vec<TenantDocument>, Vec<LoadProblem>), std::io::Error> {
+pub fn load_dir(
+    dir: &Path,
+) -> Result<(Vec<(PathBuf, TenantDocument)>, Vec<LoadProblem>), std::io::Error> {
     let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| {
@@ -41,129 +45,200 @@ pub fn load_dir(dir: &Path) -> Result<(Vec<TenantDocument>, Vec<LoadProblem>), s
         })
         .collect();
     paths.sort();
-    let mut docs: Vec<TenantDocument> = Vec::new();
+    let mut docs = Vec::new();
     let mut problems = Vec::new();
     for path in paths {
-        let parsed = std::fs::read_to_string(&path)
+        match std::fs::read_to_string(&path)
             .map_err(|e| e.to_string())
-            .and_then(|text| TenantDocument::parse(&text).map_err(|e| e.to_string()));
-        match parsed {
-            Ok(doc) if docs.iter().any(|d| d.external_id == doc.external_id) => {
-                problems.push(LoadProblem {
-                    reason: format!(
-                        "externalId {:?} is already used by another file",
-                        doc.external_id
-                    ),
-                    path,
-                })
-            }
-            Ok(doc) => docs.push(doc),
+            .and_then(|text| TenantDocument::parse(&text).map_err(|e| e.to_string()))
+        {
+            Ok(doc) => docs.push((path, doc)),
             Err(reason) => problems.push(LoadProblem { path, reason }),
         }
     }
     Ok((docs, problems))
 }
 
-/// Loads the directory into the registry and logs what changed.
-pub async fn reload(dir: &Path, registry: &TenantRegistry, pools: &Pools) {
-    match load_dir(dir) {
-        Ok((docs, problems)) => {
-            for p in &problems {
-                tracing::error!(file = %p.path.display(), reason = %p.reason, "tenant document not loaded");
-            }
-            let s = registry.apply(docs, pools).await;
-            tracing::info!(
-                added = ?s.added, changed = ?s.changed, removed = ?s.removed, unchanged = s.unchanged,
-                invalid = problems.len(), "tenants loaded"
-            );
-        }
-        Err(e) => {
-            tracing::error!(dir = %dir.display(), error = %e, "cannot read tenants directory")
-        }
-    }
-}
-
-/// Reloads on every change in `dir` (debounced) and on SIGHUP until shutdown. The caller
-/// does the first load, so clients are not accepted before tenants exist.
-pub async fn watch(
+/// A directory of tenant documents, remembering each file's last valid version.
+///
+/// A file that stops parsing (a typo in an edit, a half-written file) keeps serving its last
+/// valid version, as PgBouncer keeps its last good config: an edit mistake never takes a
+/// tenant offline. Deleting the file removes the tenant.
+pub struct DirectorySource {
     dir: PathBuf,
-    registry: Arc<TenantRegistry>,
-    pools: Arc<Pools>,
-    shutdown: CancellationToken,
-) -> Result<(), notify::Error> {
-    let (tx, mut rx) = mpsc::channel::<()>(1);
-    let watch_tx = tx.clone();
-    let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-        if event.is_ok() {
-            let _ = watch_tx.try_send(());
+    last_good: Mutex<HashMap<PathBuf, TenantDocument>>,
+}
+
+impl DirectorySource {
+    /// A source over `dir`.
+    pub fn new(dir: PathBuf) -> Self {
+        DirectorySource {
+            dir,
+            last_good: Mutex::new(HashMap::new()),
         }
-    })?;
-    watcher.watch(&dir, RecursiveMode::NonRecursive)?;
-    spawn_sighup_forwarder(tx, shutdown.clone());
-    loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => return Ok(()),
-            got = rx.recv() => if got.is_none() { return Ok(()) },
+    }
+
+    /// Reads the directory: valid files, plus the last valid version of files that are now
+    /// broken, and the problems found.
+    pub fn load(&self) -> Result<(Vec<TenantDocument>, Vec<LoadProblem>), std::io::Error> {
+        let (loaded, mut problems) = load_dir(&self.dir)?;
+        let mut last_good = self.last_good.lock();
+        let mut next = HashMap::new();
+        for (path, doc) in loaded {
+            next.insert(path, doc);
         }
-        // Editors and `kubectl cp` write in several steps: let them finish.
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        while rx.try_recv().is_ok() {}
-        reload(&dir, &registry, &pools).await;
+        for problem in &mut problems {
+            if let Some(old) = last_good.get(&problem.path) {
+                problem.reason.push_str("; keeping its last valid version");
+                next.insert(problem.path.clone(), old.clone());
+            }
+        }
+        let mut paths: Vec<&PathBuf> = next.keys().collect();
+        paths.sort();
+        let mut docs: Vec<TenantDocument> = Vec::new();
+        for path in paths {
+            let doc = &next[path];
+            if docs.iter().any(|d| d.external_id == doc.external_id) {
+                problems.push(LoadProblem {
+                    path: path.clone(),
+                    reason: format!(
+                        "externalId {:?} is already used by another file",
+                        doc.external_id
+                    ),
+                });
+            } else {
+                docs.push(doc.clone());
+            }
+        }
+        *last_good = next;
+        Ok((docs, problems))
+    }
+
+    /// Loads the directory into the registry and logs what changed.
+    pub async fn reload(&self, registry: &TenantRegistry, pools: &Pools) {
+        match self.load() {
+            Ok((docs, problems)) => {
+                for p in &problems {
+                    tracing::error!(file = %p.path.display(), reason = %p.reason, "tenant document not loaded");
+                }
+                let s = registry.apply(docs, pools).await;
+                tracing::info!(
+                    added = %s.added.join(","), changed = %s.changed.join(","), removed = %s.removed.join(","),
+                    unchanged = s.unchanged, invalid = problems.len(), "tenants loaded"
+                );
+            }
+            Err(e) => {
+                tracing::error!(dir = %self.dir.display(), error = %e, "cannot read tenants directory")
+            }
+        }
+    }
+
+    /// Reloads on every change in the directory (debounced) and on each `reload` signal
+    /// (SIGHUP) until shutdown. The caller does the first load, so clients are not accepted
+    /// before tenants exist.
+    pub async fn watch(
+        self: Arc<Self>,
+        registry: Arc<TenantRegistry>,
+        pools: Arc<Pools>,
+        mut reload_signal: mpsc::Receiver<()>,
+        shutdown: CancellationToken,
+    ) -> Result<(), notify::Error> {
+        let (tx, mut rx) = mpsc::channel::<()>(1);
+        let mut watcher =
+            notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+                if event.is_ok() {
+                    let _ = tx.try_send(());
+                }
+            })?;
+        watcher.watch(&self.dir, RecursiveMode::NonRecursive)?;
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return Ok(()),
+                got = rx.recv() => if got.is_none() { return Ok(()) },
+                got = reload_signal.recv() => {
+                    if got.is_none() { return Ok(()) }
+                    tracing::info!("SIGHUP: reloading tenants");
+                }
+            }
+            // Editors and `kubectl cp` write in several steps: let them finish.
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            while rx.try_recv().is_ok() {}
+            self.reload(&registry, &pools).await;
+        }
     }
 }
 
+/// Turns SIGHUP into reload requests. Installed before the first load, so an early SIGHUP
+/// reloads instead of killing the process with the signal's default action.
 #[cfg(unix)]
-fn spawn_sighup_forwarder(tx: mpsc::Sender<()>, shutdown: CancellationToken) {
+pub fn sighup_reloads(shutdown: CancellationToken) -> std::io::Result<mpsc::Receiver<()>> {
     use tokio::signal::unix::{SignalKind, signal};
+    let mut hup = signal(SignalKind::hangup())?;
+    let (tx, rx) = mpsc::channel(1);
     tokio::spawn(async move {
-        let Ok(mut hup) = signal(SignalKind::hangup()) else {
-            tracing::warn!("cannot listen for SIGHUP; reload by editing files instead");
-            return;
-        };
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => return,
                 got = hup.recv() => {
                     if got.is_none() { return; }
-                    tracing::info!("SIGHUP: reloading tenants");
                     let _ = tx.try_send(());
                 }
             }
         }
     });
+    Ok(rx)
 }
 
+/// No SIGHUP off Unix: a channel that never fires.
 #[cfg(not(unix))]
-fn spawn_sighup_forwarder(_tx: mpsc::Sender<()>, _shutdown: CancellationToken) {}
+pub fn sighup_reloads(_shutdown: CancellationToken) -> std::io::Result<mpsc::Receiver<()>> {
+    let (tx, rx) = mpsc::channel(1);
+    std::mem::forget(tx);
+    Ok(rx)
+}
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const GOOD: &str = "externalId: a\nupstream: {host: h}\nusers: [{name: u, password: p}]\n";
 
     #[test]
     fn bad_files_are_reported_and_the_rest_load() {
         let dir = std::env::temp_dir().join(format!("pgfleet-dir-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("dir");
-        let good = "externalId: a\nupstream: {host: h}\nusers: [{name: u, password: p}]\n";
-        std::fs::write(dir.join("a.yaml"), good).expect("write");
+        std::fs::write(dir.join("a.yaml"), GOOD).expect("write");
         std::fs::write(dir.join("b.yaml"), "externalId: [").expect("write");
-        std::fs::write(
-            dir.join("c.json"),
-            r#"{"externalId":"a","upstream":{"host":"h"},"users":[{"name":"u","password":"p"}]}"#,
-        )
-        .expect("write");
+        let dup =
+            r#"{"externalId":"a","upstream":{"host":"h"},"users":[{"name":"u","password":"p"}]}"#;
+        std::fs::write(dir.join("c.json"), dup).expect("write");
         std::fs::write(dir.join("d.txt"), "ignored").expect("write");
         std::fs::write(dir.join(".e.yaml"), "ignored").expect("write");
-        let (docs, problems) = load_dir(&dir).expect("load");
+        let source = DirectorySource::new(dir.clone());
+        let (docs, problems) = source.load().expect("load");
         assert_eq!(docs.len(), 1);
-        assert_eq!(problems.len(), 2);
+        assert_eq!(problems.len(), 2, "{problems:?}");
         assert!(problems[0].path.ends_with("b.yaml"));
         assert!(
             problems[1].reason.contains("already used"),
             "{:?}",
             problems[1]
         );
+
+        // A file that breaks keeps serving its last valid version; a deleted one is gone.
+        std::fs::remove_file(dir.join("c.json")).expect("rm");
+        std::fs::write(dir.join("a.yaml"), "externalId: [broken").expect("write");
+        let (docs, problems) = source.load().expect("load");
+        assert_eq!(docs.len(), 1, "a.yaml keeps its last valid version");
+        assert!(
+            problems
+                .iter()
+                .any(|p| p.path.ends_with("a.yaml") && p.reason.contains("last valid"))
+        );
+        std::fs::remove_file(dir.join("a.yaml")).expect("rm");
+        let (docs, _) = source.load().expect("load");
+        assert!(docs.is_empty());
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

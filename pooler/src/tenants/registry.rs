@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use arc_swap::ArcSwap;
 use parking_lot::Mutex;
@@ -31,6 +31,7 @@ pub struct TenantRegistry {
     runtimes: Mutex<HashMap<String, Arc<TenantRuntime>>>,
     reload_lock: tokio::sync::Mutex<()>,
     synced: AtomicBool,
+    reloads: AtomicU64,
 }
 
 impl TenantRegistry {
@@ -42,6 +43,11 @@ impl TenantRegistry {
     /// All loaded tenants.
     pub fn snapshot(&self) -> Arc<HashMap<String, Arc<Tenant>>> {
         self.current.load_full()
+    }
+
+    /// Loads applied so far (status, and tests that wait for a reload).
+    pub fn reloads(&self) -> u64 {
+        self.reloads.load(Ordering::Acquire)
     }
 
     /// True once the first load finished.
@@ -125,6 +131,7 @@ impl TenantRegistry {
             }
         }
         self.synced.store(true, Ordering::Release);
+        self.reloads.fetch_add(1, Ordering::AcqRel);
         summary.added.sort();
         summary.changed.sort();
         summary.removed.sort();
