@@ -103,20 +103,46 @@ pub struct FrontendState {
     pub unsynced: bool,
     /// The client sent Terminate.
     pub terminated: bool,
+    /// Syncs since the last Execute or Query: if that Execute started a COPY FROM STDIN, the
+    /// server ignores them (Sync in copy-in mode does nothing) and owes no ReadyForQuery.
+    syncs_since_execute: usize,
 }
 
 impl FrontendState {
     /// Walks client bytes, counting what the server will answer. Stops at Terminate, which is
-    /// never forwarded: the pooler decides what the server connection does next.
-    pub fn walk(&mut self, walker: &mut Walker, buf: &[u8]) -> Result<Option<usize>, ScanError> {
+    /// never forwarded: the pooler decides what the server connection does next. `backend`
+    /// says whether the server has entered COPY FROM STDIN.
+    pub fn walk(
+        &mut self,
+        walker: &mut Walker,
+        buf: &[u8],
+        backend: &mut BackendState,
+    ) -> Result<Option<usize>, ScanError> {
         walker.walk(buf, |tag, _| {
             match tag {
-                b'Q' | b'S' | b'F' => {
+                b'Q' | b'F' => {
                     self.expected_ready += 1;
                     self.unsynced = false;
+                    self.syncs_since_execute = 0;
                 }
-                b'P' | b'B' | b'D' | b'E' | b'C' | b'H' => self.unsynced = true,
-                b'd' | b'c' | b'f' => {}
+                b'S' => {
+                    self.expected_ready += 1;
+                    self.unsynced = false;
+                    self.syncs_since_execute += 1;
+                }
+                b'E' => {
+                    self.unsynced = true;
+                    self.syncs_since_execute = 0;
+                }
+                b'P' | b'B' | b'D' | b'C' | b'H' => self.unsynced = true,
+                b'c' | b'f' => {
+                    // CopyDone/CopyFail end copy-in mode; Syncs sent during it were ignored.
+                    if std::mem::take(&mut backend.copy_in) {
+                        self.expected_ready -= self.syncs_since_execute.min(self.expected_ready);
+                    }
+                    self.syncs_since_execute = 0;
+                }
+                b'd' => {}
                 b'X' => {
                     self.terminated = true;
                     return Ok(Flow::Stop);
@@ -135,6 +161,8 @@ pub struct BackendState {
     pub ready_seen: usize,
     /// Status byte of the last ReadyForQuery: `I` idle, `T` in transaction, `E` failed transaction.
     pub status: u8,
+    /// The server sent CopyInResponse and the client has not yet ended the copy.
+    pub copy_in: bool,
 }
 
 impl Default for BackendState {
@@ -142,6 +170,7 @@ impl Default for BackendState {
         BackendState {
             ready_seen: 0,
             status: b'I',
+            copy_in: false,
         }
     }
 }
@@ -150,12 +179,16 @@ impl BackendState {
     /// Walks server bytes, noting each ReadyForQuery.
     pub fn walk(&mut self, walker: &mut Walker, buf: &[u8]) -> Result<Option<usize>, ScanError> {
         walker.walk(buf, |tag, frame| {
-            if tag == b'Z' {
-                if frame.len() < 6 {
-                    return Ok(Flow::NeedMore);
+            match tag {
+                b'Z' => {
+                    if frame.len() < 6 {
+                        return Ok(Flow::NeedMore);
+                    }
+                    self.ready_seen += 1;
+                    self.status = frame[5];
                 }
-                self.ready_seen += 1;
-                self.status = frame[5];
+                b'G' => self.copy_in = true,
+                _ => {}
             }
             Ok(Flow::Continue)
         })
@@ -185,7 +218,9 @@ mod tests {
         let (mut walker, mut state) = (Walker::default(), FrontendState::default());
         for byte in &stream {
             buf.push(*byte);
-            state.walk(&mut walker, &buf).expect("valid");
+            state
+                .walk(&mut walker, &buf, &mut BackendState::default())
+                .expect("valid");
         }
         assert_eq!(state.expected_ready, 51);
         assert!(!state.unsynced);
@@ -199,7 +234,9 @@ mod tests {
         buf.extend(msg(b'E', b"\0\0\0\0\0"));
         buf.extend(msg(b'H', b""));
         let (mut walker, mut state) = (Walker::default(), FrontendState::default());
-        state.walk(&mut walker, &buf).expect("valid");
+        state
+            .walk(&mut walker, &buf, &mut BackendState::default())
+            .expect("valid");
         assert!(state.unsynced);
         assert_eq!(state.expected_ready, 0);
     }
@@ -210,7 +247,10 @@ mod tests {
         let at = buf.len();
         buf.extend(msg(b'X', b""));
         let (mut walker, mut state) = (Walker::default(), FrontendState::default());
-        assert_eq!(state.walk(&mut walker, &buf), Ok(Some(at)));
+        assert_eq!(
+            state.walk(&mut walker, &buf, &mut BackendState::default()),
+            Ok(Some(at))
+        );
         assert!(state.terminated);
     }
 
@@ -218,14 +258,62 @@ mod tests {
     fn bad_frames_are_errors() {
         let (mut walker, mut state) = (Walker::default(), FrontendState::default());
         assert!(matches!(
-            state.walk(&mut walker, &[b'Q', 0, 0, 0, 1]),
+            state.walk(
+                &mut walker,
+                &[b'Q', 0, 0, 0, 1],
+                &mut BackendState::default()
+            ),
             Err(ScanError::BadLength { .. })
         ));
         let mut walker = Walker::default();
         assert_eq!(
-            state.walk(&mut walker, &msg(b'p', b"pw\0")),
+            state.walk(
+                &mut walker,
+                &msg(b'p', b"pw\0"),
+                &mut BackendState::default()
+            ),
             Err(ScanError::UnexpectedTag('p'))
         );
+    }
+
+    #[test]
+    fn syncs_sent_during_extended_copy_in_are_not_owed_a_ready_for_query() {
+        // tokio-postgres: Bind/Execute/Sync, then (after CopyInResponse) data, CopyDone, Sync.
+        let (mut walker, mut front, mut back) = (
+            Walker::default(),
+            FrontendState::default(),
+            BackendState::default(),
+        );
+        let mut buf = msg(b'B', b"\0\0\0\0\0\0\0\0");
+        buf.extend(msg(b'E', b"\0\0\0\0\0"));
+        buf.extend(msg(b'S', b""));
+        front.walk(&mut walker, &buf, &mut back).expect("valid");
+        let mut bwalk = Walker::default();
+        back.walk(&mut bwalk, &msg(b'G', b"\0\0\0")).expect("valid");
+        assert!(back.copy_in);
+        buf.extend(msg(b'd', b"1\n"));
+        buf.extend(msg(b'c', b""));
+        buf.extend(msg(b'S', b""));
+        front.walk(&mut walker, &buf, &mut back).expect("valid");
+        assert_eq!(
+            front.expected_ready, 1,
+            "only the Sync after CopyDone is answered"
+        );
+        assert!(!back.copy_in);
+
+        // Simple-protocol COPY: the Query is owed its ReadyForQuery as usual.
+        let (mut walker, mut front, mut back) = (
+            Walker::default(),
+            FrontendState::default(),
+            BackendState::default(),
+        );
+        let mut buf = msg(b'Q', b"copy t from stdin\0");
+        front.walk(&mut walker, &buf, &mut back).expect("valid");
+        back.copy_in = true;
+        buf.extend(msg(b'd', b"1\n"));
+        buf.extend(msg(b'c', b""));
+        front.walk(&mut walker, &buf, &mut back).expect("valid");
+        assert_eq!(front.expected_ready, 1);
     }
 
     #[test]
