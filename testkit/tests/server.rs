@@ -14,10 +14,6 @@ use pgfleet_testkit::{
     PgOptions, PgServer, SCRAM_PASSWORD, SCRAM_USER, SUPERUSER, SUPERUSER_PASSWORD,
 };
 
-/// Environment variable telling the re-executed test binary to act as the
-/// child of `shared_server_is_torn_down_when_the_process_exits`.
-const CHILD_ENV: &str = "PGFLEET_TESTKIT_WATCHDOG_CHILD";
-
 /// psql over TCP (not the trusted socket) with a password, as a client would.
 fn tcp_command(server: &PgServer, user: &str, password: &str, database: &str) -> Command {
     let mut cmd = Command::new(server.bin_dir().join("psql"));
@@ -453,33 +449,9 @@ fn a_server_that_cannot_start_panics_with_its_log_and_is_cleaned_up() {
     assert!(!server_dir.exists(), "{} left behind", server_dir.display());
 }
 
-/// Runs in a child process only (see the tests below): starts the shared
-/// server, checks it is up, prints where it lives, then either returns
-/// (normal exit, no explicit cleanup) or hangs until it is killed.
-#[test]
-#[ignore = "helper, run in a child process by the shared_server_is_torn_down_* tests"]
-fn watchdog_child() {
-    let Some(mode) = std::env::var_os(CHILD_ENV) else {
-        return;
-    };
-    let server = PgServer::shared();
-    assert_eq!(server.psql("SELECT 1"), "1");
-    assert!(accepts(server.port()));
-    println!(
-        "CHILD-SERVER port={} data_dir={}",
-        server.port(),
-        server.data_dir().display()
-    );
-    if mode == "hang" {
-        std::thread::sleep(Duration::from_secs(600));
-    }
-}
-
 fn watchdog_child_command(mode: &str) -> Command {
-    let mut cmd = Command::new(std::env::current_exe().unwrap());
-    cmd.args(["--exact", "watchdog_child", "--ignored", "--nocapture"])
-        .env(CHILD_ENV, mode)
-        .stdin(Stdio::null());
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_testkit-watchdog-child"));
+    cmd.arg(mode).stdin(Stdio::null());
     cmd
 }
 
