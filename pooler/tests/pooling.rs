@@ -174,3 +174,42 @@ async fn session_mode_holds_one_server_per_client_and_resets_it() {
         "DISCARD ALL reset the previous session's settings"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_killed_while_idle_is_replaced_without_the_client_noticing() {
+    let db = fresh_database(SCRAM_USER);
+    let doc = tenant_doc(
+        "phoenix",
+        &db,
+        &[(SCRAM_USER, SCRAM_PASSWORD)],
+        "defaultPoolSize: 1\n",
+    );
+    let t = TestPooler::start(&[("t.yaml", doc)]).await;
+    let c = t
+        .connect(
+            t.pooled(),
+            &format!("{SCRAM_USER}.phoenix"),
+            SCRAM_PASSWORD,
+            &db,
+        )
+        .await
+        .expect("connect");
+    let first: i32 = c
+        .query_typed("SELECT pg_backend_pid()", &[])
+        .await
+        .expect("q")[0]
+        .get(0);
+    // The pool's only server dies while idle (an administrator, a failover, an idle timeout).
+    let pg = PgServer::shared();
+    assert_eq!(
+        pg.psql(&format!("SELECT pg_terminate_backend({first})")),
+        "t"
+    );
+    wait_backends(SCRAM_USER, &db, |n| n == 0).await;
+    let second: i32 = c
+        .query_typed("SELECT pg_backend_pid()", &[])
+        .await
+        .expect("next transaction works")[0]
+        .get(0);
+    assert_ne!(first, second);
+}

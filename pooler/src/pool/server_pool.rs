@@ -17,9 +17,6 @@ use super::PoolKey;
 use crate::errors::ClientError;
 use crate::server::{ConnectTarget, ServerConnection, UpstreamCredentials, connect};
 
-/// Idle connections older than this are probed before reuse.
-const PROBE_AFTER_IDLE: Duration = Duration::from_secs(1);
-
 /// Settings a reload may change.
 #[derive(Clone)]
 pub struct PoolConfig {
@@ -118,16 +115,16 @@ impl Pool {
 
     /// Takes a server connection, waiting in FIFO order up to the checkout timeout.
     pub async fn checkout(&self) -> Result<ServerConnection, ClientError> {
-        let deadline = tokio::time::Instant::now() + self.inner.lock().config.checkout_timeout;
+        let mut deadline = None;
         loop {
             let mut stale = Vec::new();
             let next = {
                 let mut inner = self.inner.lock();
                 let mut found = None;
                 while let Some(conn) = inner.idle.pop() {
-                    if conn.generation != inner.generation
-                        || (conn.last_used.elapsed() > PROBE_AFTER_IDLE && !conn.looks_alive())
-                    {
+                    // The probe costs no syscall unless the server sent something (a FATAL before
+                    // closing, say), which tokio's readiness tracking already knows.
+                    if conn.generation != inner.generation || !conn.looks_alive() {
                         inner.total -= 1;
                         stale.push(conn);
                         continue;
@@ -160,38 +157,44 @@ impl Pool {
                 Next::Connect(config, generation) => {
                     return Box::pin(self.open(config, generation)).await;
                 }
-                Next::Wait(mut rx) => match tokio::time::timeout_at(deadline, &mut rx).await {
-                    Ok(Ok(Grant::Conn(conn))) => {
-                        self.checkouts.fetch_add(1, Ordering::Relaxed);
-                        return Ok(*conn);
-                    }
-                    Ok(Ok(Grant::Permit)) => {
-                        let (config, generation) = {
-                            let inner = self.inner.lock();
-                            (inner.config.clone(), inner.generation)
-                        };
-                        return Box::pin(self.open(config, generation)).await;
-                    }
-                    // Our sender was dropped without a grant: ask again.
-                    Ok(Err(_)) => continue,
-                    Err(_) => {
-                        // A grant may have raced the timeout: give it back rather than lose it.
-                        rx.close();
-                        match rx.try_recv() {
-                            Ok(Grant::Conn(conn)) => self.checkin(*conn, true),
-                            Ok(Grant::Permit) => self.slot_freed(),
-                            Err(_) => {}
+                Next::Wait(mut rx) => {
+                    // Timed from the first wait, so waking for a lost race does not extend it.
+                    let deadline = *deadline.get_or_insert_with(|| {
+                        tokio::time::Instant::now() + self.config().checkout_timeout
+                    });
+                    match tokio::time::timeout_at(deadline, &mut rx).await {
+                        Ok(Ok(Grant::Conn(conn))) => {
+                            self.checkouts.fetch_add(1, Ordering::Relaxed);
+                            return Ok(*conn);
                         }
-                        let config = self.config();
-                        return Err(ClientError::CheckoutTimeout {
-                            ms: config.checkout_timeout.as_millis(),
-                            mode: match self.key.mode {
-                                pgfleet_crds::PoolMode::Transaction => "Transaction",
-                                pgfleet_crds::PoolMode::Session => "Session",
-                            },
-                        });
+                        Ok(Ok(Grant::Permit)) => {
+                            let (config, generation) = {
+                                let inner = self.inner.lock();
+                                (inner.config.clone(), inner.generation)
+                            };
+                            return Box::pin(self.open(config, generation)).await;
+                        }
+                        // Our sender was dropped without a grant: ask again.
+                        Ok(Err(_)) => continue,
+                        Err(_) => {
+                            // A grant may have raced the timeout: give it back rather than lose it.
+                            rx.close();
+                            match rx.try_recv() {
+                                Ok(Grant::Conn(conn)) => self.checkin(*conn, true),
+                                Ok(Grant::Permit) => self.slot_freed(),
+                                Err(_) => {}
+                            }
+                            let config = self.config();
+                            return Err(ClientError::CheckoutTimeout {
+                                ms: config.checkout_timeout.as_millis(),
+                                mode: match self.key.mode {
+                                    pgfleet_crds::PoolMode::Transaction => "Transaction",
+                                    pgfleet_crds::PoolMode::Session => "Session",
+                                },
+                            });
+                        }
                     }
-                },
+                }
             }
         }
     }
