@@ -82,9 +82,7 @@ pub async fn login(
                 return Ok(None);
             }
             Ok(StartupPacket::HttpProbe) => {
-                let _ = stream
-                    .write_all(b"HTTP/1.1 204 No Content\r\nconnection: close\r\n\r\n")
-                    .await;
+                answer_http_probe(stream).await;
                 return Ok(None);
             }
             Ok(StartupPacket::Startup { minor, params }) => break (minor, params),
@@ -233,4 +231,24 @@ pub async fn login(
         slot,
     };
     Ok(Some((session, server)))
+}
+
+/// Answers a load balancer's HTTP health probe with 204 and closes cleanly: the rest of the
+/// request is drained (bounded) first, since closing with unread bytes makes the kernel send a
+/// reset, which strict health checkers count as a failure.
+async fn answer_http_probe(stream: &mut TcpStream) {
+    use tokio::io::AsyncReadExt;
+    let _ = stream
+        .write_all(b"HTTP/1.1 204 No Content\r\nconnection: close\r\n\r\n")
+        .await;
+    let _ = stream.shutdown().await;
+    let mut sink = [0u8; 1024];
+    let drain = async {
+        for _ in 0..8 {
+            if matches!(stream.read(&mut sink).await, Ok(0) | Err(_)) {
+                break;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(std::time::Duration::from_millis(200), drain).await;
 }
