@@ -86,7 +86,10 @@ impl<'a> Relay<'a> {
     }
 
     fn walk_client(&mut self) -> Result<(), ScanError> {
-        if let Some(stop) = self.front.walk(&mut self.cwalk, self.cbuf, &mut self.server.state)? {
+        if let Some(stop) = self
+            .front
+            .walk(&mut self.cwalk, self.cbuf, &mut self.server.state)?
+        {
             // Terminate is never forwarded: what the server does next is the pooler's call.
             self.cbuf.truncate(stop);
         }

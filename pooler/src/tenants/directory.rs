@@ -32,9 +32,7 @@ pub type FileDocument = (PathBuf, TenantDocument);
 
 /// Reads every `*.yaml`, `*.yml` and `*.json` file in `dir` (not hidden, not recursive), in
 /// name order. A second document with an `externalId` already seen is a problem, not a load.
-pub fn load_dir(
-    dir: &Path,
-) -> Result<(Vec<FileDocument>, Vec<LoadProblem>), std::io::Error> {
+pub fn load_dir(dir: &Path) -> Result<(Vec<FileDocument>, Vec<LoadProblem>), std::io::Error> {
     let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| {
