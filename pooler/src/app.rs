@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -28,6 +29,17 @@ pub struct PoolerConfig {
     pub max_connections: usize,
     /// Per-connection settings.
     pub settings: Settings,
+    /// Where connections are served.
+    pub workers: Workers,
+}
+
+/// Where client connections run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Workers {
+    /// On the caller's runtime (tests, embedding).
+    Ambient,
+    /// On this many threads, each with its own single-threaded runtime and listening sockets.
+    Threads(usize),
 }
 
 /// A running pooler.
@@ -39,8 +51,10 @@ pub struct RunningPooler {
     /// Tenants, pools and cancel keys.
     pub shared: Arc<Shared>,
     shutdown: CancellationToken,
+    abort: CancellationToken,
     tracker: TaskTracker,
     watcher: JoinHandle<Result<(), notify::Error>>,
+    shards: Vec<std::thread::JoinHandle<()>>,
 }
 
 /// Why the pooler could not start.
@@ -62,13 +76,11 @@ impl RunningPooler {
         }
         let shared = Shared::new(config.settings.clone());
         let shutdown = CancellationToken::new();
+        let abort = CancellationToken::new();
         let tracker = TaskTracker::new();
-        let session = listener::bind(SocketAddr::new(config.listen, config.session_port)).await?;
-        let pooled = listener::bind(SocketAddr::new(config.listen, config.pooled_port)).await?;
-        let (session_addr, pooled_addr) = (session.local_addr()?, pooled.local_addr()?);
 
-        // SIGHUP is caught before anything else, then tenants load before accepting, so the
-        // first clients find them.
+        // SIGHUP is caught before anything else, then tenants load before any port accepts,
+        // so the first clients find them.
         let hup = tenants::directory::sighup_reloads(shutdown.clone())?;
         let source = Arc::new(DirectorySource::new(config.tenants_dir.clone()));
         source.reload(&shared.tenants, &shared.pools).await;
@@ -78,24 +90,49 @@ impl RunningPooler {
             hup,
             shutdown.clone(),
         ));
-        for (listener, port) in [(session, Port::Session), (pooled, Port::Pooled)] {
-            tracing::info!(addr = %listener.local_addr()?, ?port, "listening");
-            tokio::spawn(listener::run(
-                listener,
-                port,
-                Arc::clone(&shared),
-                config.max_connections,
-                shutdown.clone(),
-                tracker.clone(),
-            ));
-        }
+
+        let serving = Serving {
+            shared: Arc::clone(&shared),
+            max_connections: config.max_connections,
+            shutdown: shutdown.clone(),
+            abort: abort.clone(),
+            tracker: tracker.clone(),
+        };
+        let (session_addr, pooled_addr, shards) = match config.workers {
+            Workers::Ambient => {
+                let session =
+                    listener::bind(SocketAddr::new(config.listen, config.session_port), false)
+                        .await?;
+                let pooled =
+                    listener::bind(SocketAddr::new(config.listen, config.pooled_port), false)
+                        .await?;
+                let addrs = (session.local_addr()?, pooled.local_addr()?);
+                serving.spawn(session, pooled);
+                (addrs.0, addrs.1, Vec::new())
+            }
+            Workers::Threads(n) => {
+                let mut session = SocketAddr::new(config.listen, config.session_port);
+                let mut pooled = SocketAddr::new(config.listen, config.pooled_port);
+                let mut shards = Vec::new();
+                for index in 0..n.max(1) {
+                    let (handle, addrs) = spawn_shard(index, session, pooled, serving.clone())?;
+                    // Port 0 picks a free port for the first shard; the others share it.
+                    (session, pooled) = addrs;
+                    shards.push(handle);
+                }
+                (session, pooled, shards)
+            }
+        };
+        tracing::info!(session = %session_addr, pooled = %pooled_addr, "listening");
         Ok(RunningPooler {
             session_addr,
             pooled_addr,
             shared,
             shutdown,
+            abort,
             tracker,
             watcher,
+            shards,
         })
     }
 
@@ -104,8 +141,103 @@ impl RunningPooler {
         self.shutdown.cancel();
         self.tracker.close();
         let _ = tokio::time::timeout(grace, self.tracker.wait()).await;
+        self.abort.cancel();
         if let Ok(Err(e)) = self.watcher.await {
             tracing::warn!(error = %e, "tenant watcher stopped with an error");
         }
+        let shards = self.shards;
+        let _ = tokio::task::spawn_blocking(move || {
+            for shard in shards {
+                let _ = shard.join();
+            }
+        })
+        .await;
     }
+}
+
+/// What every accept loop needs.
+#[derive(Clone)]
+struct Serving {
+    shared: Arc<Shared>,
+    max_connections: usize,
+    shutdown: CancellationToken,
+    /// Cancelled when the grace period is over: workers drop what is left.
+    abort: CancellationToken,
+    tracker: TaskTracker,
+}
+
+impl Serving {
+    /// Starts both accept loops on the current runtime.
+    fn spawn(&self, session: TcpListener, pooled: TcpListener) {
+        for (listener, port) in [(session, Port::Session), (pooled, Port::Pooled)] {
+            tokio::spawn(listener::run(
+                listener,
+                port,
+                Arc::clone(&self.shared),
+                self.max_connections,
+                self.shutdown.clone(),
+                self.tracker.clone(),
+            ));
+        }
+    }
+}
+
+/// Starts worker `index`: a thread with its own single-threaded runtime and its own listening
+/// sockets on both ports (SO_REUSEPORT, so the kernel spreads connections across workers).
+/// A client's task never migrates between threads, which keeps wakeups cheap; pools are shared.
+fn spawn_shard(
+    index: usize,
+    session: SocketAddr,
+    pooled: SocketAddr,
+    serving: Serving,
+) -> Result<(std::thread::JoinHandle<()>, (SocketAddr, SocketAddr)), StartError> {
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let handle = std::thread::Builder::new()
+        .name(format!("pgfleet-worker-{index}"))
+        .spawn(move || {
+            let runtime = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    let _ = ready_tx.send(Err(StartError::Bind(e)));
+                    return;
+                }
+            };
+            runtime.block_on(async move {
+                let bound = async {
+                    let s = listener::bind(session, true).await?;
+                    let p = listener::bind(pooled, true).await?;
+                    Ok::<_, std::io::Error>((s, p))
+                };
+                let (s, p) = match bound.await {
+                    Ok(pair) => pair,
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(StartError::Bind(e)));
+                        return;
+                    }
+                };
+                let addrs = (s.local_addr(), p.local_addr());
+                let (Ok(sa), Ok(pa)) = addrs else {
+                    let _ = ready_tx.send(Err(StartError::Bind(std::io::Error::other(
+                        "no local address",
+                    ))));
+                    return;
+                };
+                serving.spawn(s, p);
+                let _ = ready_tx.send(Ok((sa, pa)));
+                serving.shutdown.cancelled().await;
+                // Keep serving the connections still draining until they end or time is up.
+                tokio::select! {
+                    _ = serving.tracker.wait() => {}
+                    _ = serving.abort.cancelled() => {}
+                }
+            });
+        })
+        .map_err(StartError::Bind)?;
+    let addrs = ready_rx.recv().map_err(|_| {
+        StartError::Bind(std::io::Error::other("worker thread died during start"))
+    })??;
+    Ok((handle, addrs))
 }

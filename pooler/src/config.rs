@@ -47,7 +47,8 @@ pub struct Args {
     #[arg(long, env = "PGFLEET_LOGIN_TIMEOUT", default_value = "15s", value_parser = parse_duration)]
     pub login_timeout: Duration,
 
-    /// Worker threads (default: one per CPU).
+    /// Worker threads, each with its own runtime and its own listening sockets on both ports
+    /// (SO_REUSEPORT). Default: the CPUs available to the process (cgroup limits included).
     #[arg(long, env = "PGFLEET_WORKERS")]
     pub workers: Option<usize>,
 

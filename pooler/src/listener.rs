@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpSocket};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -52,9 +52,22 @@ pub async fn run(
     }
 }
 
-/// Binds a listener, with a clear error naming the address.
-pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
-    TcpListener::bind(addr)
-        .await
-        .map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))
+/// Binds a listener, with a clear error naming the address. `shared_port` sets SO_REUSEPORT
+/// so each worker thread can listen on the same port.
+pub async fn bind(addr: SocketAddr, shared_port: bool) -> std::io::Result<TcpListener> {
+    let named =
+        |e: std::io::Error| std::io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}"));
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()
+    } else {
+        TcpSocket::new_v6()
+    }
+    .map_err(named)?;
+    socket.set_reuseaddr(true).map_err(named)?;
+    #[cfg(unix)]
+    if shared_port {
+        socket.set_reuseport(true).map_err(named)?;
+    }
+    socket.bind(addr).map_err(named)?;
+    socket.listen(4096).map_err(named)
 }

@@ -5,7 +5,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Parser;
 use pgfleet_pooler::Settings;
-use pgfleet_pooler::app::{PoolerConfig, RunningPooler};
+use pgfleet_pooler::app::{PoolerConfig, RunningPooler, Workers};
 use pgfleet_pooler::config::{Args, LogFormat};
 
 fn main() -> anyhow::Result<()> {
@@ -42,6 +42,11 @@ async fn run(args: Args) -> anyhow::Result<()> {
         session_port: args.session_port,
         pooled_port: args.pooled_port,
         max_connections: args.max_connections,
+        workers: Workers::Threads(args.workers.unwrap_or_else(|| {
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1)
+        })),
         settings: Settings {
             login_timeout: args.login_timeout,
             ..Settings::default()

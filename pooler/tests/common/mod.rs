@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use pgfleet_pooler::Settings;
-use pgfleet_pooler::app::{PoolerConfig, RunningPooler};
+use pgfleet_pooler::app::{PoolerConfig, RunningPooler, Workers};
 pub use pgfleet_testkit::{self as testkit, PgServer};
 use tokio_postgres::{Client, NoTls};
 
@@ -69,6 +69,7 @@ impl TestPooler {
             pooled_port: 0,
             max_connections: 10_000,
             settings,
+            workers: Workers::Ambient,
         })
         .await
         .expect("pooler starts");
