@@ -11,6 +11,24 @@ use tokio::net::TcpStream;
 use crate::errors::ClientError;
 use crate::protocol::backend::{self, Severity};
 
+/// Answers the batch that could not get a server. `false` when the session is over.
+pub async fn answer_failed_checkout(
+    stream: &mut TcpStream,
+    cbuf: &mut BytesMut,
+    error: ClientError,
+) -> bool {
+    match fail_first_batch(stream, cbuf, &error).await {
+        Ok(keep_going) => keep_going,
+        Err(fatal) => {
+            let mut out = BytesMut::new();
+            fatal.encode(&mut out, Severity::Fatal);
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(5), stream.write_all(&out))
+                .await;
+            false
+        }
+    }
+}
+
 /// Drops the first batch from `cbuf` (reading more from the client as needed, never buffering
 /// a large message) and answers it with `error`. `Ok(false)` means the client left or sent
 /// Terminate; `Err` is a protocol violation to report as FATAL.

@@ -22,6 +22,17 @@ pub const MAX_IN_FLIGHT: usize = 128 * 1024;
 /// Room made before each read.
 pub const READ_CHUNK: usize = 16 * 1024;
 
+/// Reads are skipped into buffers with less spare room than this; they grow first.
+const MIN_READ_ROOM: usize = 2 * 1024;
+
+/// Makes room for a read only when little is left. Reserving unconditionally would grow the
+/// buffer on every read, and each growth copies the whole old allocation.
+pub fn ensure_room(buf: &mut BytesMut) {
+    if buf.capacity() - buf.len() < MIN_READ_ROOM {
+        buf.reserve(READ_CHUNK);
+    }
+}
+
 /// Why the relay stopped.
 #[derive(Debug)]
 pub enum RelayEnd {
@@ -105,7 +116,7 @@ impl<'a> Relay<'a> {
             let mut progress = false;
 
             if !self.front.terminated && self.cbuf.len() < MAX_IN_FLIGHT {
-                self.cbuf.reserve(READ_CHUNK);
+                ensure_room(self.cbuf);
                 match poll_read_buf(Pin::new(&mut *self.client), cx, self.cbuf) {
                     Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => {
                         return Poll::Ready(RelayEnd::ClientGone);
@@ -138,7 +149,7 @@ impl<'a> Relay<'a> {
             }
 
             if self.server.buf.len() < MAX_IN_FLIGHT {
-                self.server.buf.reserve(READ_CHUNK);
+                ensure_room(&mut self.server.buf);
                 match poll_read_buf(Pin::new(&mut self.server.stream), cx, &mut self.server.buf) {
                     Poll::Ready(Ok(0)) => {
                         return Poll::Ready(RelayEnd::ServerGone(
