@@ -195,6 +195,7 @@ fn spawn_shard(
     let handle = std::thread::Builder::new()
         .name(format!("pgfleet-worker-{index}"))
         .spawn(move || {
+            crate::worker::set_current(index);
             let runtime = match tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()

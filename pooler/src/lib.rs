@@ -15,6 +15,7 @@ pub mod pool;
 pub mod protocol;
 pub mod server;
 pub mod tenants;
+pub mod worker;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -121,7 +121,15 @@ impl Pool {
             let next = {
                 let mut inner = self.inner.lock();
                 let mut found = None;
-                while let Some(conn) = inner.idle.pop() {
+                let here = crate::worker::current();
+                while !inner.idle.is_empty() {
+                    // Newest first (warm), preferring one opened on this worker's reactor.
+                    let at = inner
+                        .idle
+                        .iter()
+                        .rposition(|c| c.home == here)
+                        .unwrap_or(inner.idle.len() - 1);
+                    let conn = inner.idle.remove(at);
                     // The probe costs no syscall unless the server sent something (a FATAL before
                     // closing, say), which tokio's readiness tracking already knows.
                     if conn.generation != inner.generation || !conn.looks_alive() {

@@ -41,6 +41,8 @@ pub struct ServerConnection {
     pub generation: u64,
     /// When it was last returned to its pool.
     pub last_used: Instant,
+    /// The worker thread whose reactor the socket is registered with.
+    pub home: usize,
 }
 
 /// A reset query failed or the server misbehaved.

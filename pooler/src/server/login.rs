@@ -254,6 +254,7 @@ async fn login(
         },
         generation: target.generation,
         last_used: Instant::now(),
+        home: crate::worker::current(),
     };
     Ok((conn, LoginInfo { parameters }))
 }
