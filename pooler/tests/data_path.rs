@@ -1202,3 +1202,28 @@ async fn session_client_killed_mid_transaction_is_rolled_back_and_reset() {
     );
     assert_eq!(wait_backends(SCRAM_USER, &db, |n| n == 1).await, 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_clients_are_closed_after_the_idle_timeout_but_not_mid_transaction() {
+    let (t, db, user) = single_tenant("clientIdleTimeout: 700ms\ndefaultPoolSize: 2\n").await;
+    for port in [t.pooled(), t.session()] {
+        let idle = connect_to(port, &user, SCRAM_PASSWORD, &db)
+            .await
+            .expect("connect");
+        // A client inside a transaction is never cut off, however long it takes.
+        let busy = connect_to(port, &user, SCRAM_PASSWORD, &db)
+            .await
+            .expect("connect");
+        busy.batch_execute("BEGIN").await.expect("begin");
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        assert_eq!(text(&busy, "SELECT 'still here'").await, "still here");
+        busy.batch_execute("COMMIT").await.expect("commit");
+        let err = idle
+            .simple_query("SELECT 1")
+            .await
+            .expect_err("the idle client was closed");
+        assert!(idle.is_closed(), "port {port}: {err}");
+        // The busy client, active all along, still works.
+        assert_eq!(text(&busy, "SELECT 'ok'").await, "ok");
+    }
+}

@@ -166,7 +166,8 @@ async fn transaction(stream: &mut TcpStream, cbuf: &mut BytesMut, session: &Sess
             cbuf.clear();
             written
         }
-        RelayEnd::Terminated | RelayEnd::ClientGone => {
+        // (IdleTimeout is session mode's; transaction mode times idling out between transactions.)
+        RelayEnd::Terminated | RelayEnd::ClientGone | RelayEnd::IdleTimeout => {
             Box::pin(release_after_client(session, server, quiescent, false)).await;
             false
         }
@@ -190,13 +191,24 @@ async fn session_mode(mut stream: TcpStream, session: Session, mut server: Serve
     let mut cbuf = BytesMut::new();
     session.cancel.slot.set(Some(server.cancel));
     let (end, quiescent) = {
-        let mut relay = Relay::new(&mut stream, &mut cbuf, &mut server, false);
+        let mut relay = Relay::new(&mut stream, &mut cbuf, &mut server, false)
+            .with_idle_timeout(session.idle_timeout);
         let end = Box::pin(relay.run()).await;
         (end, relay.quiescent())
     };
     session.cancel.slot.set(None);
     match end {
         RelayEnd::Terminated | RelayEnd::ClientGone | RelayEnd::Released => {
+            Box::pin(release_after_client(&session, server, quiescent, true)).await;
+        }
+        RelayEnd::IdleTimeout => {
+            let limit = session.idle_timeout.unwrap_or_default().as_millis();
+            send_error(
+                &mut stream,
+                &ClientError::IdleTimeout(limit),
+                Severity::Fatal,
+            )
+            .await;
             Box::pin(release_after_client(&session, server, quiescent, true)).await;
         }
         RelayEnd::ServerGone(reason) => {

@@ -47,6 +47,8 @@ pub enum RelayEnd {
     ServerGone(String),
     /// The client sent something that is not the protocol.
     Protocol(ScanError),
+    /// Session mode: the client sat idle outside a transaction past its idle timeout.
+    IdleTimeout,
 }
 
 /// One bound stretch: a client and the server it holds.
@@ -57,6 +59,9 @@ pub struct Relay<'a> {
     cwalk: Walker,
     front: FrontendState,
     release_when_idle: bool,
+    /// Session mode: how long the client may sit idle outside a transaction.
+    idle_timeout: Option<std::time::Duration>,
+    idle_timer: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
 impl<'a> Relay<'a> {
@@ -74,7 +79,15 @@ impl<'a> Relay<'a> {
             cwalk: Walker::default(),
             front: FrontendState::default(),
             release_when_idle,
+            idle_timeout: None,
+            idle_timer: None,
         }
+    }
+
+    /// Ends a session-mode relay after `timeout` idle outside a transaction.
+    pub fn with_idle_timeout(mut self, timeout: Option<std::time::Duration>) -> Self {
+        self.idle_timeout = timeout;
+        self
     }
 
     /// Runs until the transaction ends (transaction mode) or either side leaves.
@@ -195,9 +208,22 @@ impl<'a> Relay<'a> {
             if self.front.terminated && self.cbuf.is_empty() {
                 return Poll::Ready(RelayEnd::Terminated);
             }
-            if !progress {
-                return Poll::Pending;
+            if progress {
+                self.idle_timer = None;
+                continue;
             }
+            if let Some(limit) = self.idle_timeout
+                && self.server.state.status == b'I'
+                && self.quiescent()
+            {
+                let timer = self
+                    .idle_timer
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
+                if timer.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(RelayEnd::IdleTimeout);
+                }
+            }
+            return Poll::Pending;
         }
     }
 }

@@ -255,6 +255,11 @@ impl Pool {
         }
         conn.last_used = Instant::now();
         conn.reset_accounting();
+        if inner.waiters.is_empty() {
+            inner.idle.push(conn);
+            return;
+        }
+        // Hand it to the longest-waiting client still waiting (boxed only on this path).
         let mut conn = Box::new(conn);
         while let Some(waiter) = inner.waiters.pop_front() {
             match waiter.send(Grant::Conn(conn)) {
