@@ -289,7 +289,7 @@ DOC
 log "starting pgfleet on 127.0.0.1:$pgfleet_port..."
 "$POOLER_BIN" --tenants-dir "$work/tenants" --listen 127.0.0.1 \
   --session-port "$pgfleet_session_port" --pooled-port "$pgfleet_port" --log warn \
-  --workers "$PGFLEET_WORKERS" \
+  --workers "$PGFLEET_WORKERS" --admin-port 0 \
   </dev/null >"$work/pgfleet.log" 2>&1 &
 pgfleet_pid=$!
 if ! wait_for_port "$pgfleet_port" "$pgfleet_pid" pgfleet || ! check_login "$pgfleet_port" bench.bench; then

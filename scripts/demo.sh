@@ -3,12 +3,13 @@
 # prints how to connect. Ctrl-C stops both and removes everything it created.
 #
 #   ./scripts/demo.sh            # ports 5432 (session) and 6543 (pooled) on 127.0.0.1
-#   SESSION_PORT=15432 POOLED_PORT=16543 ./scripts/demo.sh
+#   SESSION_PORT=15432 POOLED_PORT=16543 ADMIN_PORT=18080 ./scripts/demo.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 SESSION_PORT=${SESSION_PORT:-5432}
 POOLED_PORT=${POOLED_PORT:-6543}
+ADMIN_PORT=${ADMIN_PORT:-8080}
 PG_BIN=${PG_BIN:-$(pg_config --bindir 2>/dev/null || ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1 || true)}
 if [[ -z "$PG_BIN" || ! -x "$PG_BIN/initdb" ]]; then
   echo "PostgreSQL server binaries not found: install them (Debian/Ubuntu: apt-get install postgresql) or set PG_BIN" >&2
@@ -56,7 +57,7 @@ users:
 DOC
 
 ./target/release/pgfleet-pooler --tenants-dir "$work/tenants" --listen 127.0.0.1 \
-  --session-port "$SESSION_PORT" --pooled-port "$POOLED_PORT" &
+  --session-port "$SESSION_PORT" --pooled-port "$POOLED_PORT" --admin-port "$ADMIN_PORT" &
 pooler_pid=$!
 for _ in $(seq 1 50); do
   (exec 3<>/dev/tcp/127.0.0.1/"$POOLED_PORT") 2>/dev/null && break
@@ -70,6 +71,8 @@ pgfleet is running with a demo tenant "acme" (PostgreSQL $pg_port in $work).
 
   transaction pooling:  PGPASSWORD=demo psql "host=127.0.0.1 port=$POOLED_PORT user=demo.acme dbname=demo"
   session pooling:      PGPASSWORD=demo psql "host=127.0.0.1 port=$SESSION_PORT user=demo.acme dbname=demo"
+
+  metrics and status:   curl http://127.0.0.1:$ADMIN_PORT/metrics   curl http://127.0.0.1:$ADMIN_PORT/status
 
 Tenant document: $work/tenants/demo.yaml (edits are picked up live). Ctrl-C to stop.
 MSG

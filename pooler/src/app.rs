@@ -12,7 +12,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::client::Port;
 use crate::tenants::directory::DirectorySource;
-use crate::{Settings, Shared, listener, tenants};
+use crate::{Settings, Shared, admin, listener, tenants};
 
 /// What to run.
 #[derive(Clone, Debug)]
@@ -31,6 +31,9 @@ pub struct PoolerConfig {
     pub settings: Settings,
     /// Where connections are served.
     pub workers: Workers,
+    /// Admin HTTP port (`/healthz`, `/readyz`, `/metrics`, `/status`); `None` disables it,
+    /// 0 picks a free port.
+    pub admin_port: Option<u16>,
 }
 
 /// Where client connections run.
@@ -48,6 +51,11 @@ pub struct RunningPooler {
     pub session_addr: SocketAddr,
     /// Where the pooled port listens.
     pub pooled_addr: SocketAddr,
+    /// Where the admin port listens, if enabled.
+    pub admin_addr: Option<SocketAddr>,
+    /// Readiness flags reported by `/readyz`.
+    pub readiness: Arc<admin::Readiness>,
+    admin_stop: CancellationToken,
     /// Tenants, pools and cancel keys.
     pub shared: Arc<Shared>,
     shutdown: CancellationToken,
@@ -123,10 +131,31 @@ impl RunningPooler {
                 (session, pooled, shards)
             }
         };
-        tracing::info!(session = %session_addr, pooled = %pooled_addr, "listening");
+        let readiness = Arc::new(admin::Readiness::default());
+        let admin_stop = CancellationToken::new();
+        let admin_addr = match config.admin_port {
+            Some(port) => {
+                let listener = listener::bind(SocketAddr::new(config.listen, port), false).await?;
+                let addr = listener.local_addr()?;
+                let state = admin::AdminState {
+                    shared: Arc::clone(&shared),
+                    readiness: Arc::clone(&readiness),
+                };
+                tokio::spawn(admin::serve(listener, state, admin_stop.clone()));
+                Some(addr)
+            }
+            None => None,
+        };
+        readiness
+            .listening
+            .store(true, std::sync::atomic::Ordering::Release);
+        tracing::info!(session = %session_addr, pooled = %pooled_addr, admin = ?admin_addr, "listening");
         Ok(RunningPooler {
             session_addr,
             pooled_addr,
+            admin_addr,
+            readiness,
+            admin_stop,
             shared,
             shutdown,
             abort,
@@ -138,10 +167,32 @@ impl RunningPooler {
 
     /// Stops accepting and watching, and gives connections `grace` to end.
     pub async fn stop(self, grace: Duration) {
+        self.drain(Duration::ZERO, grace).await;
+    }
+
+    /// Graceful shutdown, as Kubernetes expects of a pod given SIGTERM:
+    /// 1. `/readyz` fails at once, so the Service stops sending new clients;
+    /// 2. after `delay` (endpoint updates take a moment to spread), the ports stop accepting
+    ///    and clients are closed with `57P01` at their next transaction boundary (idle ones at
+    ///    once); transactions in flight finish;
+    /// 3. whatever is left when `grace` (counted from the start) runs out is dropped.
+    pub async fn drain(self, delay: Duration, grace: Duration) {
+        let deadline = tokio::time::Instant::now() + grace;
+        self.readiness
+            .stopping
+            .store(true, std::sync::atomic::Ordering::Release);
+        tokio::time::sleep_until((tokio::time::Instant::now() + delay).min(deadline)).await;
+        tracing::info!("draining: no new connections; closing clients at transaction boundaries");
         self.shutdown.cancel();
+        self.shared.draining.cancel();
         self.tracker.close();
-        let _ = tokio::time::timeout(grace, self.tracker.wait()).await;
+        let _ = tokio::time::timeout_at(deadline, self.tracker.wait()).await;
+        let left = self.tracker.len();
+        if left > 0 {
+            tracing::warn!(connections = left, "grace period over; dropping the rest");
+        }
         self.abort.cancel();
+        self.admin_stop.cancel();
         if let Ok(Err(e)) = self.watcher.await {
             tracing::warn!(error = %e, "tenant watcher stopped with an error");
         }

@@ -39,6 +39,20 @@ pub struct Args {
     #[arg(long, env = "PGFLEET_POOLED_PORT", default_value_t = 6543)]
     pub pooled_port: u16,
 
+    /// Admin HTTP port: /healthz, /readyz, /metrics (Prometheus), /status (JSON). 0 disables.
+    #[arg(long, env = "PGFLEET_ADMIN_PORT", default_value_t = 8080)]
+    pub admin_port: u16,
+
+    /// On SIGTERM, how long readiness is reported false before the ports stop accepting and
+    /// clients are closed at transaction boundaries (lets load balancers catch up), e.g. `5s`.
+    #[arg(long, env = "PGFLEET_DRAIN_DELAY", default_value = "5s", value_parser = parse_duration)]
+    pub drain_delay: Duration,
+
+    /// On SIGTERM, the most time given to transactions in flight, counted from the signal;
+    /// keep it below the pod's terminationGracePeriodSeconds.
+    #[arg(long, env = "PGFLEET_SHUTDOWN_TIMEOUT", default_value = "25s", value_parser = parse_duration)]
+    pub shutdown_timeout: Duration,
+
     /// Most client connections served at once per port; more wait in the accept backlog.
     #[arg(long, env = "PGFLEET_MAX_CONNECTIONS", default_value_t = 100_000)]
     pub max_connections: usize,

@@ -4,6 +4,7 @@
 //! The binary (`main.rs`) wires a [`Shared`] state to listeners ([`listener`]) and a tenant
 //! source ([`tenants::directory`]). Tests drive the same pieces in-process.
 
+pub mod admin;
 pub mod app;
 pub mod auth;
 pub mod cancel;
@@ -14,6 +15,7 @@ pub mod listener;
 pub mod pool;
 pub mod protocol;
 pub mod server;
+pub mod stats;
 pub mod tenants;
 pub mod worker;
 
@@ -48,6 +50,11 @@ pub struct Shared {
     pub cancels: Arc<cancel::CancelRegistry>,
     /// Settings.
     pub settings: Settings,
+    /// Cancelled when the pooler starts draining: idle clients are told `57P01` and closed at
+    /// their next transaction boundary.
+    pub draining: tokio_util::sync::CancellationToken,
+    /// Errors sent to clients, by tenant and code (metrics).
+    pub errors: stats::ErrorCounts,
 }
 
 impl Shared {
@@ -58,6 +65,8 @@ impl Shared {
             pools: Arc::default(),
             cancels: Arc::default(),
             settings,
+            draining: tokio_util::sync::CancellationToken::new(),
+            errors: stats::ErrorCounts::default(),
         })
     }
 }

@@ -1,7 +1,5 @@
 //! `pgfleet-pooler`: loads tenants from a directory and serves both ports until SIGINT/SIGTERM.
 
-use std::time::Duration;
-
 use anyhow::Context;
 use clap::Parser;
 use pgfleet_pooler::Settings;
@@ -42,6 +40,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         session_port: args.session_port,
         pooled_port: args.pooled_port,
         max_connections: args.max_connections,
+        admin_port: (args.admin_port != 0).then_some(args.admin_port),
         workers: Workers::Threads(args.workers.unwrap_or_else(|| {
             std::thread::available_parallelism()
                 .map(|n| n.get())
@@ -55,7 +54,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
     .await?;
     wait_for_stop_signal().await;
     tracing::info!("shutting down");
-    pooler.stop(Duration::from_secs(1)).await;
+    pooler.drain(args.drain_delay, args.shutdown_timeout).await;
+    tracing::info!("stopped");
     Ok(())
 }
 

@@ -351,6 +351,12 @@ async fn binary_serves_reloads_logs_json_and_stops_on_sigterm() {
             .args(["--listen", "127.0.0.1"])
             .args(["--session-port", &session_port.to_string()])
             .args(["--pooled-port", &pooled_port.to_string()])
+            .args([
+                "--admin-port",
+                &free_port().to_string(),
+                "--drain-delay",
+                "200ms",
+            ])
             .args(["--log-format", "json", "--log", "info"])
             .stdout(Stdio::null())
             .stderr(File::create(&log_path).expect("log file"))
@@ -483,6 +489,195 @@ async fn binary_serves_reloads_logs_json_and_stops_on_sigterm() {
     let lines = json_lines(&read_log(&log_path));
     assert!(count_messages(&lines, "shutting down") == 1, "{lines:?}");
     drop((pooled, session, two));
+    let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_file(&log_path);
+}
+
+/// GET over plain HTTP/1.1; returns (status code, body).
+async fn http_get(port: u16, path: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .expect("admin port accepts");
+    let request = format!("GET {path} HTTP/1.1\r\nHost: pooler\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.expect("send");
+    let mut raw = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut raw))
+        .await
+        .expect("admin answered in time")
+        .expect("read");
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let code = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("not an HTTP response: {text:?}"));
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (code, body)
+}
+
+async fn first_value(c: &tokio_postgres::Client, sql: &str) -> String {
+    c.simple_query(sql)
+        .await
+        .expect("query")
+        .iter()
+        .find_map(|m| match m {
+            SimpleQueryMessage::Row(r) => r.get(0).map(str::to_string),
+            _ => None,
+        })
+        .expect("a row")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn binary_admin_endpoints_and_sigterm_drain() {
+    let db = fresh_database(SCRAM_USER);
+    PgServer::shared().psql_db(
+        &db,
+        &format!("CREATE TABLE drained (v int); ALTER TABLE drained OWNER TO {SCRAM_USER}"),
+    );
+    let dir = std::env::temp_dir().join(unique("pgfleet-admin-tenants"));
+    std::fs::create_dir_all(&dir).expect("tenants dir");
+    let doc = tenant_doc(
+        "adm",
+        &db,
+        &[(SCRAM_USER, SCRAM_PASSWORD)],
+        "defaultPoolSize: 2\n",
+    );
+    std::fs::write(dir.join("adm.yaml"), doc).expect("write");
+    let log_path = dir.with_extension("log");
+    let (session_port, pooled_port, admin_port) = (free_port(), free_port(), free_port());
+    let mut child = ChildGuard(
+        Command::new(BIN)
+            .arg("--tenants-dir")
+            .arg(&dir)
+            .args(["--listen", "127.0.0.1"])
+            .args(["--session-port", &session_port.to_string()])
+            .args(["--pooled-port", &pooled_port.to_string()])
+            .args(["--admin-port", &admin_port.to_string()])
+            .args(["--drain-delay", "1s", "--shutdown-timeout", "8s"])
+            .stdout(Stdio::null())
+            .stderr(File::create(&log_path).expect("log file"))
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("spawn pgfleet-pooler"),
+    );
+    let start = Instant::now();
+    while tokio::net::TcpStream::connect(("127.0.0.1", admin_port))
+        .await
+        .is_err()
+    {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "admin port never came up:\n{}",
+            read_log(&log_path)
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(http_get(admin_port, "/healthz").await.0, 200);
+    let (code, body) = http_get(admin_port, "/readyz").await;
+    assert_eq!(code, 200, "{body}");
+
+    let login = format!("{SCRAM_USER}.adm");
+    let busy = connect_to(pooled_port, &login, SCRAM_PASSWORD, &db)
+        .await
+        .expect("login");
+    let idle = connect_to(session_port, &login, SCRAM_PASSWORD, &db)
+        .await
+        .expect("login");
+    assert_eq!(first_value(&busy, "SELECT 1").await, "1");
+    assert_eq!(first_value(&idle, "SELECT 2").await, "2");
+
+    let (code, status) = http_get(admin_port, "/status").await;
+    assert_eq!(code, 200);
+    let status: serde_json::Value = serde_json::from_str(&status).expect("status is JSON");
+    assert_eq!(status["ready"], true);
+    assert_eq!(status["tenants"][0]["externalId"], "adm");
+    assert_eq!(status["tenants"][0]["clients"], 2);
+    let pools = status["pools"].as_array().expect("pools");
+    assert!(
+        pools
+            .iter()
+            .any(|p| p["mode"] == "transaction" && p["checkouts"].as_u64() >= Some(1)),
+        "{status}"
+    );
+
+    let (code, metrics) = http_get(admin_port, "/metrics").await;
+    assert_eq!(code, 200);
+    for needle in [
+        "pgfleet_clients{tenant=\"adm\"} 2",
+        "pgfleet_transactions_total{tenant=\"adm\"}",
+        "pgfleet_client_bytes_sent_total{tenant=\"adm\"}",
+        "pgfleet_servers_idle{tenant=\"adm\"}",
+        "pgfleet_tenants 1",
+    ] {
+        assert!(
+            metrics.contains(needle),
+            "{needle} missing from:\n{metrics}"
+        );
+    }
+    // A refused login is counted by tenant and code.
+    let wrong = connect_to(pooled_port, &login, "wrong", &db)
+        .await
+        .expect_err("wrong password");
+    assert_eq!(sqlstate(&wrong).as_deref(), Some("28P01"));
+    let (_, metrics) = http_get(admin_port, "/metrics").await;
+    assert!(
+        metrics.contains("pgfleet_errors_total{tenant=\"adm\",code=\"EWRONGPASSWORD\"} 1"),
+        "{metrics}"
+    );
+
+    // SIGTERM with a transaction in flight and an idle session.
+    busy.batch_execute("BEGIN; INSERT INTO drained VALUES (1)")
+        .await
+        .expect("begin");
+    signal(child.pid(), "-TERM");
+    let signalled = Instant::now();
+    loop {
+        let (code, body) = http_get(admin_port, "/readyz").await;
+        if code == 503 {
+            assert!(body.contains("draining"), "{body}");
+            break;
+        }
+        assert!(
+            signalled.elapsed() < Duration::from_millis(500),
+            "readiness still {code} after SIGTERM"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Past the drain delay the transaction is still allowed to finish and commit.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    busy.batch_execute("INSERT INTO drained VALUES (2); COMMIT")
+        .await
+        .expect("the transaction in flight commits");
+    // Then both clients are closed at their transaction boundary.
+    let after = busy.simple_query("SELECT 1").await;
+    assert!(
+        after.is_err() && busy.is_closed(),
+        "the busy client is closed after its transaction"
+    );
+    assert!(
+        idle.simple_query("SELECT 1").await.is_err() && idle.is_closed(),
+        "the idle session is closed"
+    );
+    let status = child
+        .exit_within(Duration::from_secs(10))
+        .await
+        .unwrap_or_else(|| panic!("still running after the drain:\n{}", read_log(&log_path)));
+    assert!(
+        status.success(),
+        "exit status {status}:\n{}",
+        read_log(&log_path)
+    );
+    assert_eq!(
+        PgServer::shared().psql_db(
+            &db,
+            "SELECT string_agg(v::text, ',' ORDER BY v) FROM drained"
+        ),
+        "1,2"
+    );
     let _ = std::fs::remove_dir_all(&dir);
     let _ = std::fs::remove_file(&log_path);
 }

@@ -32,6 +32,8 @@ pub enum Port {
 /// A logged-in client: only what the session needs from here on, kept small because an
 /// idle client is little more than this.
 pub struct Session {
+    /// Process-wide state (draining, error counts).
+    pub shared: Arc<Shared>,
     /// Its pool (detached when the session ends).
     pub pool: PoolAttachment,
     /// Pool mode for this client.
@@ -51,7 +53,8 @@ pub async fn login(
     stream: &mut TcpStream,
     peer: SocketAddr,
     port: Port,
-    shared: &Shared,
+    shared: &Arc<Shared>,
+    tenant_seen: &mut Option<Arc<str>>,
 ) -> Result<Option<(Session, Option<ServerConnection>)>, ClientError> {
     let mut out = BytesMut::with_capacity(512);
     let mut answered_ssl = false;
@@ -112,6 +115,7 @@ pub async fn login(
         tenant: identity.tenant.clone(),
     };
     let tenant = shared.tenants.get(&identity.tenant).ok_or_else(not_found)?;
+    *tenant_seen = Some(Arc::clone(&tenant.id));
     if !tenant.knows_user(&identity.user) {
         return Err(not_found());
     }
@@ -224,6 +228,7 @@ pub async fn login(
         return Err(ClientError::ServerLost(format!("client write failed: {e}")));
     }
     let session = Session {
+        shared: Arc::clone(shared),
         idle_timeout: tenant.doc.client_idle_timeout,
         pool: attached,
         mode,

@@ -55,11 +55,13 @@ async fn log_in(
     shared: Arc<Shared>,
 ) -> Option<LoggedIn> {
     let _ = stream.set_nodelay(true);
+    let mut tenant = None;
     let login = tokio::time::timeout(
         shared.settings.login_timeout,
-        login::login(&mut stream, peer, port, &shared),
+        login::login(&mut stream, peer, port, &shared, &mut tenant),
     );
-    match login.await {
+    let outcome = login.await;
+    match outcome {
         Ok(Ok(Some((session, server)))) => {
             tracing::debug!(%peer, pool = %session.pool.key, "client logged in");
             Some((stream, session, server))
@@ -67,6 +69,7 @@ async fn log_in(
         Ok(Ok(None)) => None,
         Ok(Err(e)) => {
             tracing::info!(%peer, code = e.code(), error = %e, "login refused");
+            shared.errors.record(tenant.as_ref(), e.code());
             if e.is_delayed() {
                 tokio::time::sleep(shared.settings.auth_failure_delay).await;
             }
@@ -74,10 +77,22 @@ async fn log_in(
             None
         }
         Err(_) => {
+            shared
+                .errors
+                .record(tenant.as_ref(), ClientError::AuthTimeout.code());
             send_error(&mut stream, &ClientError::AuthTimeout, Severity::Fatal).await;
             None
         }
     }
+}
+
+/// Counts an error for a logged-in client and sends it as FATAL.
+async fn fail_session(stream: &mut TcpStream, session: &Session, error: ClientError) {
+    session
+        .shared
+        .errors
+        .record(Some(&session.pool.key.tenant), error.code());
+    send_error(stream, &error, Severity::Fatal).await;
 }
 
 async fn send_error(stream: &mut TcpStream, error: &ClientError, severity: Severity) {
@@ -113,19 +128,26 @@ async fn transaction_mode(mut stream: TcpStream, session: Session) {
     }
 }
 
-/// Waits for the next request and reads what has arrived. `false` when the client left or
-/// idled out.
+/// Waits for the next request and reads what has arrived. `false` when the client left, idled
+/// out, or the pooler is draining (the client is told `57P01` first).
 async fn wait_for_request(stream: &mut TcpStream, cbuf: &mut BytesMut, session: &Session) -> bool {
-    let ready = match session.idle_timeout {
-        Some(limit) => match tokio::time::timeout(limit, stream.readable()).await {
-            Ok(r) => r,
-            Err(_) => {
-                let e = ClientError::IdleTimeout(limit.as_millis());
-                Box::pin(send_error(stream, &e, Severity::Fatal)).await;
-                return false;
-            }
-        },
-        None => stream.readable().await,
+    let idle_limit = async {
+        match session.idle_timeout {
+            Some(limit) => tokio::time::sleep(limit).await,
+            None => std::future::pending().await,
+        }
+    };
+    let ready = tokio::select! {
+        ready = stream.readable() => ready,
+        () = idle_limit => {
+            let limit = session.idle_timeout.unwrap_or_default().as_millis();
+            Box::pin(fail_session(stream, session, ClientError::IdleTimeout(limit))).await;
+            return false;
+        }
+        () = session.shared.draining.cancelled() => {
+            Box::pin(fail_session(stream, session, ClientError::Shutdown)).await;
+            return false;
+        }
     };
     if ready.is_err() {
         return false;
@@ -143,14 +165,18 @@ async fn transaction(stream: &mut TcpStream, cbuf: &mut BytesMut, session: &Sess
         Ok(server) => server,
         Err(e) => {
             tracing::warn!(pool = %session.pool.key, code = e.code(), error = %e, "checkout failed");
+            session
+                .shared
+                .errors
+                .record(Some(&session.pool.key.tenant), e.code());
             return Box::pin(recovery::answer_failed_checkout(stream, cbuf, e)).await;
         }
     };
     session.cancel.slot.set(Some(server.cancel));
-    let (end, quiescent) = {
+    let (end, quiescent, to_server, to_client) = {
         let mut relay = Relay::new(stream, cbuf, &mut server, true);
         let end = relay.run().await;
-        (end, relay.quiescent())
+        (end, relay.quiescent(), relay.to_server, relay.to_client)
     };
     session.cancel.slot.set(None);
     match end {
@@ -162,25 +188,40 @@ async fn transaction(stream: &mut TcpStream, cbuf: &mut BytesMut, session: &Sess
             std::mem::swap(&mut server.buf, cbuf);
             server.walker = Default::default();
             session.pool.checkin(server, true);
+            session
+                .pool
+                .stats
+                .add_bytes(to_server, to_client + cbuf.len() as u64);
             let written = cbuf.is_empty() || stream.write_all(cbuf).await.is_ok();
             cbuf.clear();
+            if written && session.shared.draining.is_cancelled() {
+                // Draining: the transaction is done; close at this boundary.
+                Box::pin(fail_session(stream, session, ClientError::Shutdown)).await;
+                return false;
+            }
             written
         }
-        // (IdleTimeout is session mode's; transaction mode times idling out between transactions.)
-        RelayEnd::Terminated | RelayEnd::ClientGone | RelayEnd::IdleTimeout => {
+        // (IdleTimeout and Drained are session mode's; transaction mode handles both between
+        // transactions.)
+        RelayEnd::Terminated | RelayEnd::ClientGone | RelayEnd::IdleTimeout | RelayEnd::Drained => {
+            session.pool.stats.add_bytes(to_server, to_client);
             Box::pin(release_after_client(session, server, quiescent, false)).await;
             false
         }
         RelayEnd::ServerGone(reason) => {
             session.pool.checkin(server, false);
-            let e = ClientError::ServerLost(reason);
-            Box::pin(send_error(stream, &e, Severity::Fatal)).await;
+            Box::pin(fail_session(
+                stream,
+                session,
+                ClientError::ServerLost(reason),
+            ))
+            .await;
             false
         }
         RelayEnd::Protocol(scan) => {
             session.pool.checkin(server, false);
             let e = ClientError::ProtocolViolation(scan.to_string());
-            Box::pin(send_error(stream, &e, Severity::Fatal)).await;
+            Box::pin(fail_session(stream, session, e)).await;
             false
         }
     }
@@ -190,42 +231,37 @@ async fn transaction(stream: &mut TcpStream, cbuf: &mut BytesMut, session: &Sess
 async fn session_mode(mut stream: TcpStream, session: Session, mut server: ServerConnection) {
     let mut cbuf = BytesMut::new();
     session.cancel.slot.set(Some(server.cancel));
-    let (end, quiescent) = {
+    let (end, quiescent, to_server, to_client) = {
         let mut relay = Relay::new(&mut stream, &mut cbuf, &mut server, false)
-            .with_idle_timeout(session.idle_timeout);
+            .with_idle_timeout(session.idle_timeout)
+            .with_drain(&session.shared.draining);
         let end = Box::pin(relay.run()).await;
-        (end, relay.quiescent())
+        (end, relay.quiescent(), relay.to_server, relay.to_client)
     };
     session.cancel.slot.set(None);
-    match end {
-        RelayEnd::Terminated | RelayEnd::ClientGone | RelayEnd::Released => {
-            Box::pin(release_after_client(&session, server, quiescent, true)).await;
-        }
-        RelayEnd::IdleTimeout => {
-            let limit = session.idle_timeout.unwrap_or_default().as_millis();
-            send_error(
-                &mut stream,
-                &ClientError::IdleTimeout(limit),
-                Severity::Fatal,
-            )
-            .await;
-            Box::pin(release_after_client(&session, server, quiescent, true)).await;
-        }
+    session.pool.stats.add_bytes(to_server, to_client);
+    let farewell = match end {
+        RelayEnd::Terminated | RelayEnd::ClientGone | RelayEnd::Released => None,
+        RelayEnd::IdleTimeout => Some(ClientError::IdleTimeout(
+            session.idle_timeout.unwrap_or_default().as_millis(),
+        )),
+        RelayEnd::Drained => Some(ClientError::Shutdown),
         RelayEnd::ServerGone(reason) => {
             session.pool.checkin(server, false);
-            send_error(
-                &mut stream,
-                &ClientError::ServerLost(reason),
-                Severity::Fatal,
-            )
-            .await;
+            fail_session(&mut stream, &session, ClientError::ServerLost(reason)).await;
+            return;
         }
         RelayEnd::Protocol(scan) => {
             session.pool.checkin(server, false);
             let e = ClientError::ProtocolViolation(scan.to_string());
-            send_error(&mut stream, &e, Severity::Fatal).await;
+            fail_session(&mut stream, &session, e).await;
+            return;
         }
+    };
+    if let Some(e) = farewell {
+        fail_session(&mut stream, &session, e).await;
     }
+    Box::pin(release_after_client(&session, server, quiescent, true)).await;
 }
 
 /// Returns a server whose client left. A server that owes nothing is rolled back if a

@@ -49,6 +49,8 @@ pub enum RelayEnd {
     Protocol(ScanError),
     /// Session mode: the client sat idle outside a transaction past its idle timeout.
     IdleTimeout,
+    /// Session mode: the pooler is draining and the session reached an idle moment.
+    Drained,
 }
 
 /// One bound stretch: a client and the server it holds.
@@ -62,6 +64,12 @@ pub struct Relay<'a> {
     /// Session mode: how long the client may sit idle outside a transaction.
     idle_timeout: Option<std::time::Duration>,
     idle_timer: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// Session mode: the pooler is draining; end the session at the next idle moment.
+    drain: Option<Pin<Box<tokio_util::sync::WaitForCancellationFutureOwned>>>,
+    /// Bytes written to the server (metrics).
+    pub to_server: u64,
+    /// Bytes written to the client (metrics).
+    pub to_client: u64,
 }
 
 impl<'a> Relay<'a> {
@@ -81,7 +89,16 @@ impl<'a> Relay<'a> {
             release_when_idle,
             idle_timeout: None,
             idle_timer: None,
+            drain: None,
+            to_server: 0,
+            to_client: 0,
         }
+    }
+
+    /// Ends a session-mode relay at the first idle moment after `drain` is cancelled.
+    pub fn with_drain(mut self, drain: &tokio_util::sync::CancellationToken) -> Self {
+        self.drain = Some(Box::pin(drain.clone().cancelled_owned()));
+        self
     }
 
     /// Ends a session-mode relay after `timeout` idle outside a transaction.
@@ -154,6 +171,7 @@ impl<'a> Relay<'a> {
                     Poll::Ready(Ok(n)) => {
                         self.cbuf.advance(n);
                         self.cwalk.consumed(n);
+                        self.to_server += n as u64;
                         progress = true;
                     }
                     Poll::Ready(Err(e)) => return Poll::Ready(RelayEnd::ServerGone(e.to_string())),
@@ -196,6 +214,7 @@ impl<'a> Relay<'a> {
                     Poll::Ready(Ok(n)) => {
                         self.server.buf.advance(n);
                         self.server.walker.consumed(n);
+                        self.to_client += n as u64;
                         progress = true;
                     }
                     Poll::Pending => {}
@@ -212,9 +231,15 @@ impl<'a> Relay<'a> {
                 self.idle_timer = None;
                 continue;
             }
+            let idle = self.server.state.status == b'I' && self.quiescent();
+            if idle
+                && let Some(drain) = self.drain.as_mut()
+                && drain.as_mut().poll(cx).is_ready()
+            {
+                return Poll::Ready(RelayEnd::Drained);
+            }
             if let Some(limit) = self.idle_timeout
-                && self.server.state.status == b'I'
-                && self.quiescent()
+                && idle
             {
                 let timer = self
                     .idle_timer

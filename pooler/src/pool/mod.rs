@@ -6,4 +6,4 @@ pub mod server_pool;
 
 pub use key::PoolKey;
 pub use registry::Pools;
-pub use server_pool::{Pool, PoolConfig};
+pub use server_pool::{Pool, PoolConfig, PoolStats};

@@ -71,6 +71,31 @@ pub struct Pool {
     pub clients: AtomicU32,
     /// Transactions (transaction mode) or sessions (session mode) served.
     pub checkouts: AtomicU64,
+    /// Traffic and waiting, for metrics.
+    pub stats: PoolStats,
+}
+
+/// Counters a pool keeps for metrics; updated once per transaction, never per message.
+#[derive(Default, Debug)]
+pub struct PoolStats {
+    /// Bytes clients sent to servers.
+    pub bytes_from_clients: AtomicU64,
+    /// Bytes servers sent to clients.
+    pub bytes_to_clients: AtomicU64,
+    /// Checkouts that had to wait for a server.
+    pub waits: AtomicU64,
+    /// Total time those waits took, in microseconds.
+    pub wait_micros: AtomicU64,
+}
+
+impl PoolStats {
+    /// Adds one transaction's traffic.
+    pub fn add_bytes(&self, from_client: u64, to_client: u64) {
+        self.bytes_from_clients
+            .fetch_add(from_client, Ordering::Relaxed);
+        self.bytes_to_clients
+            .fetch_add(to_client, Ordering::Relaxed);
+    }
 }
 
 enum Next {
@@ -94,6 +119,7 @@ impl Pool {
             parameters: Mutex::new(None),
             clients: AtomicU32::new(0),
             checkouts: AtomicU64::new(0),
+            stats: PoolStats::default(),
         }
     }
 
@@ -167,10 +193,14 @@ impl Pool {
                 }
                 Next::Wait(mut rx) => {
                     // Timed from the first wait, so waking for a lost race does not extend it.
-                    let deadline = *deadline.get_or_insert_with(|| {
-                        tokio::time::Instant::now() + self.config().checkout_timeout
-                    });
-                    match tokio::time::timeout_at(deadline, &mut rx).await {
+                    let started = tokio::time::Instant::now();
+                    let deadline =
+                        *deadline.get_or_insert_with(|| started + self.config().checkout_timeout);
+                    let granted = tokio::time::timeout_at(deadline, &mut rx).await;
+                    self.stats.waits.fetch_add(1, Ordering::Relaxed);
+                    let waited = started.elapsed().as_micros() as u64;
+                    self.stats.wait_micros.fetch_add(waited, Ordering::Relaxed);
+                    match granted {
                         Ok(Ok(Grant::Conn(conn))) => {
                             self.checkouts.fetch_add(1, Ordering::Relaxed);
                             return Ok(*conn);

@@ -70,6 +70,7 @@ impl TestPooler {
             max_connections: 10_000,
             settings,
             workers: Workers::Ambient,
+            admin_port: Some(0),
         })
         .await
         .expect("pooler starts");
