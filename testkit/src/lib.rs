@@ -50,6 +50,8 @@
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 #![warn(missing_docs)]
 
+pub mod kube;
+
 use std::ffi::{OsStr, OsString};
 use std::fmt::Write as _;
 use std::io::Write as _;
