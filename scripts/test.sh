@@ -12,6 +12,9 @@ pg_bin=${PG_BIN:-$(pg_config --bindir 2>/dev/null || ls -d /usr/lib/postgresql/*
 for tool in initdb pg_ctl postgres psql pgbench; do
   [[ -n "$pg_bin" && -x "$pg_bin/$tool" ]] || fail "PostgreSQL's $tool not found (looked in '${pg_bin:-nowhere}'): install PostgreSQL server binaries (Debian/Ubuntu: apt-get install postgresql) or set PG_BIN"
 done
+command -v go >/dev/null || [[ -x /usr/local/go/bin/go ]] || fail "Go not found: the operator tests build a real kube-apiserver from Go modules (install Go 1.26+, https://go.dev/doc/install)"
+command -v kubectl >/dev/null || fail "kubectl not found: install it (e.g. apt-get install kubectl, or https://kubernetes.io/docs/tasks/tools/)"
+command -v openssl >/dev/null || fail "openssl not found: apt-get install openssl"
 if [[ $(id -u) == 0 ]]; then
   id postgres >/dev/null 2>&1 || fail "running as root needs a 'postgres' OS user for initdb (created by the postgresql package)"
 fi
