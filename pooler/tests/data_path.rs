@@ -42,14 +42,7 @@ async fn connect_observed(
     database: &str,
     tweak: impl FnOnce(&mut tokio_postgres::Config),
 ) -> Result<Observed, tokio_postgres::Error> {
-    let mut config = tokio_postgres::Config::new();
-    config
-        .host("127.0.0.1")
-        .port(port)
-        .user(user)
-        .password(SCRAM_PASSWORD)
-        .dbname(database)
-        .connect_timeout(Duration::from_secs(5));
+    let mut config = client_config(port, user, SCRAM_PASSWORD, database);
     tweak(&mut config);
     let (client, mut connection) = config.connect(NoTls).await?;
     let (tx, messages) = mpsc::unbounded_channel();

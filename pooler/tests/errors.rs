@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use testkit::{SCRAM_PASSWORD, SCRAM_USER};
+use tokio_postgres::Client;
 use tokio_postgres::error::DbError;
-use tokio_postgres::{Client, NoTls};
 
 /// The server's ErrorResponse inside a tokio-postgres error; panics with the error otherwise.
 fn db_error(err: &tokio_postgres::Error) -> &DbError {
@@ -40,20 +40,9 @@ async fn connect_with_options(
     database: &str,
     options: &str,
 ) -> Result<Client, tokio_postgres::Error> {
-    let mut config = tokio_postgres::Config::new();
-    config
-        .host("127.0.0.1")
-        .port(port)
-        .user(user)
-        .password(password)
-        .dbname(database)
-        .options(options)
-        .connect_timeout(Duration::from_secs(5));
-    let (client, connection) = config.connect(NoTls).await?;
-    tokio::spawn(async move {
-        let _ = connection.await;
-    });
-    Ok(client)
+    let mut config = client_config(port, user, password, database);
+    config.options(options);
+    connect_config(&config).await
 }
 
 /// Like [`refused`], with an `options` startup parameter and the SCRAM user's password.

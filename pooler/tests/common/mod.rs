@@ -134,13 +134,13 @@ impl TestPooler {
     }
 }
 
-/// Connects with tokio-postgres to 127.0.0.1:`port`.
-pub async fn connect_to(
+/// A tokio-postgres config for 127.0.0.1:`port`, for tests that add settings of their own.
+pub fn client_config(
     port: u16,
     user: &str,
     password: &str,
     database: &str,
-) -> Result<Client, tokio_postgres::Error> {
+) -> tokio_postgres::Config {
     let mut config = tokio_postgres::Config::new();
     config
         .host("127.0.0.1")
@@ -149,11 +149,28 @@ pub async fn connect_to(
         .password(password)
         .dbname(database)
         .connect_timeout(Duration::from_secs(5));
+    config
+}
+
+/// Connects with `config`; the connection task runs in the background.
+pub async fn connect_config(
+    config: &tokio_postgres::Config,
+) -> Result<Client, tokio_postgres::Error> {
     let (client, connection) = config.connect(NoTls).await?;
     tokio::spawn(async move {
         let _ = connection.await;
     });
     Ok(client)
+}
+
+/// Connects with tokio-postgres to 127.0.0.1:`port`.
+pub async fn connect_to(
+    port: u16,
+    user: &str,
+    password: &str,
+    database: &str,
+) -> Result<Client, tokio_postgres::Error> {
+    connect_config(&client_config(port, user, password, database)).await
 }
 
 /// A tenant document over the shared server with `users` as `(name, password, extra yaml)`.
