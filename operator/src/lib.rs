@@ -1,0 +1,20 @@
+//! pgfleet's Kubernetes operator.
+//!
+//! The operator is the only component that reads `Tenant` objects and their users' Secrets. For
+//! each `PoolerFleet` it keeps a ServiceAccount, a Role and RoleBinding, a Deployment of poolers,
+//! a Service and (with more than one replica) a PodDisruptionBudget; for each `Tenant` it
+//! renders one tenant document (secrets resolved, budgets split per replica) into a Secret in
+//! the fleet's namespace, which the fleet's poolers watch and hot-reload.
+//!
+//! The reconcile loop is a small pipeline (fetch → validate → build → apply → status). This crate
+//! so far holds the "build" step: [`resources`], pure functions from custom resources to the
+//! Kubernetes objects the operator applies, unit-tested without an API server.
+
+pub mod resources;
+
+/// The server-side apply field manager for every object the operator writes.
+///
+/// One manager for children and status alike: server-side apply removes fields a manager owned
+/// but left out of its next apply, so a stable name is what lets a field dropped from a builder
+/// disappear from the cluster too.
+pub const FIELD_MANAGER: &str = "pgfleet-operator";
