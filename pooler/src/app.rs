@@ -12,13 +12,24 @@ use tokio_util::task::TaskTracker;
 
 use crate::client::Port;
 use crate::tenants::directory::DirectorySource;
+use crate::tenants::kubernetes::{KubernetesSource, KubernetesSourceConfig, KubernetesSourceError};
 use crate::{Settings, Shared, admin, listener, tenants};
+
+/// Where tenant documents come from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TenantSourceConfig {
+    /// A directory of files, watched and re-read on SIGHUP; loaded before the ports accept.
+    Directory(PathBuf),
+    /// The fleet's tenant-document Secrets, listed and watched through the API server. The
+    /// ports accept at once; `/readyz` fails until the first list is in.
+    Kubernetes(KubernetesSourceConfig),
+}
 
 /// What to run.
 #[derive(Clone, Debug)]
 pub struct PoolerConfig {
-    /// Directory of tenant documents.
-    pub tenants_dir: PathBuf,
+    /// Where tenant documents come from.
+    pub tenant_source: TenantSourceConfig,
     /// Listen address.
     pub listen: IpAddr,
     /// Session-mode port (0 picks a free one).
@@ -61,7 +72,8 @@ pub struct RunningPooler {
     shutdown: CancellationToken,
     abort: CancellationToken,
     tracker: TaskTracker,
-    watcher: JoinHandle<Result<(), notify::Error>>,
+    /// The tenant source's task (watching files or the API server).
+    watcher: JoinHandle<()>,
     shards: Vec<std::thread::JoinHandle<()>>,
 }
 
@@ -71,33 +83,55 @@ pub enum StartError {
     /// The tenants directory is missing.
     #[error("--tenants-dir {0} is not a directory")]
     NoTenantsDir(PathBuf),
+    /// The Kubernetes source could not be set up (names, kubeconfig, client).
+    #[error(transparent)]
+    Kubernetes(#[from] KubernetesSourceError),
     /// A port could not be bound.
     #[error(transparent)]
     Bind(#[from] std::io::Error),
 }
 
 impl RunningPooler {
-    /// Binds both ports, loads the tenants, then starts accepting and watching.
+    /// Binds both ports, starts the tenant source, then starts accepting. A directory is
+    /// loaded before the ports accept; the Kubernetes source syncs in the background (the
+    /// API server may not be reachable yet) and `/readyz` waits for it.
     pub async fn start(config: PoolerConfig) -> Result<Self, StartError> {
-        if !config.tenants_dir.is_dir() {
-            return Err(StartError::NoTenantsDir(config.tenants_dir));
-        }
+        // Configuration errors first, before anything is spawned.
+        let source = match &config.tenant_source {
+            TenantSourceConfig::Directory(dir) if !dir.is_dir() => {
+                return Err(StartError::NoTenantsDir(dir.clone()));
+            }
+            TenantSourceConfig::Directory(dir) => {
+                Source::Directory(Arc::new(DirectorySource::new(dir.clone())))
+            }
+            TenantSourceConfig::Kubernetes(k) => {
+                Source::Kubernetes(Box::new(KubernetesSource::connect(k).await?))
+            }
+        };
         let shared = Shared::new(config.settings.clone());
         let shutdown = CancellationToken::new();
         let abort = CancellationToken::new();
         let tracker = TaskTracker::new();
 
-        // SIGHUP is caught before anything else, then tenants load before any port accepts,
-        // so the first clients find them.
+        // SIGHUP is caught before anything else (it reloads a directory, relists Secrets).
         let hup = tenants::directory::sighup_reloads(shutdown.clone())?;
-        let source = Arc::new(DirectorySource::new(config.tenants_dir.clone()));
-        source.reload(&shared.tenants, &shared.pools).await;
-        let watcher = tokio::spawn(Arc::clone(&source).watch(
-            Arc::clone(&shared.tenants),
-            Arc::clone(&shared.pools),
-            hup,
-            shutdown.clone(),
-        ));
+        let tenants = Arc::clone(&shared.tenants);
+        let pools = Arc::clone(&shared.pools);
+        let watcher = match source {
+            Source::Directory(source) => {
+                // Tenants load before any port accepts, so the first clients find them.
+                source.reload(&tenants, &pools).await;
+                let stop = shutdown.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = source.watch(tenants, pools, hup, stop).await {
+                        tracing::error!(error = %e, "cannot watch the tenants directory: changes are not loaded until restart");
+                    }
+                })
+            }
+            Source::Kubernetes(source) => {
+                tokio::spawn(source.run(tenants, pools, hup, shutdown.clone()))
+            }
+        };
 
         let serving = Serving {
             shared: Arc::clone(&shared),
@@ -193,9 +227,7 @@ impl RunningPooler {
         }
         self.abort.cancel();
         self.admin_stop.cancel();
-        if let Ok(Err(e)) = self.watcher.await {
-            tracing::warn!(error = %e, "tenant watcher stopped with an error");
-        }
+        let _ = self.watcher.await;
         let shards = self.shards;
         let _ = tokio::task::spawn_blocking(move || {
             for shard in shards {
@@ -204,6 +236,12 @@ impl RunningPooler {
         })
         .await;
     }
+}
+
+/// A tenant source, set up and not yet running.
+enum Source {
+    Directory(Arc<DirectorySource>),
+    Kubernetes(Box<KubernetesSource>),
 }
 
 /// What every accept loop needs.

@@ -1,8 +1,10 @@
 //! pgfleet's pooler: the PostgreSQL wire protocol for many tenants, with transaction and
 //! session pooling, hot-reloaded tenant documents, and per-client cancellation.
 //!
-//! The binary (`main.rs`) wires a [`Shared`] state to listeners ([`listener`]) and a tenant
-//! source ([`tenants::directory`]). Tests drive the same pieces in-process.
+//! The binary (`main.rs`) wires a [`Shared`] state to listeners ([`listener`]), the admin
+//! port ([`admin`]) and a tenant source: a directory ([`tenants::directory`]) or the fleet's
+//! Secrets in Kubernetes ([`tenants::kubernetes`]), both feeding the same reload path
+//! ([`tenants::TenantRegistry::apply`]). Tests drive the same pieces in-process ([`app`]).
 
 pub mod admin;
 pub mod app;

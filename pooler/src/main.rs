@@ -1,4 +1,5 @@
-//! `pgfleet-pooler`: loads tenants from a directory and serves both ports until SIGINT/SIGTERM.
+//! `pgfleet-pooler`: loads tenants from a directory or from the fleet's Secrets in Kubernetes,
+//! and serves both ports until SIGINT/SIGTERM.
 
 use anyhow::Context;
 use clap::Parser;
@@ -21,8 +22,18 @@ fn main() -> anyhow::Result<()> {
 }
 
 fn init_logging(args: &Args) -> anyhow::Result<()> {
-    let filter =
+    let mut filter =
         tracing_subscriber::EnvFilter::try_new(&args.log).context("invalid --log filter")?;
+    if !args.log.contains("kube_client") {
+        // The Kubernetes source logs each API failure itself, with its retry delay; kube's
+        // HTTP layer would log every failed request again, as an error. Naming `kube_client`
+        // in --log brings those lines back.
+        filter = filter.add_directive(
+            "kube_client::client::builder=off"
+                .parse()
+                .context("built-in log directive")?,
+        );
+    }
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
@@ -34,8 +45,9 @@ fn init_logging(args: &Args) -> anyhow::Result<()> {
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
+    let pod_namespace = std::env::var("POD_NAMESPACE").ok();
     let pooler = RunningPooler::start(PoolerConfig {
-        tenants_dir: args.tenants_dir,
+        tenant_source: args.source_config(pod_namespace),
         listen: args.listen,
         session_port: args.session_port,
         pooled_port: args.pooled_port,

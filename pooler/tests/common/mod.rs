@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use pgfleet_pooler::Settings;
-use pgfleet_pooler::app::{PoolerConfig, RunningPooler, Workers};
+use pgfleet_pooler::app::{PoolerConfig, RunningPooler, TenantSourceConfig, Workers};
 pub use pgfleet_testkit::{self as testkit, PgServer};
 use tokio_postgres::{Client, NoTls};
 
@@ -63,7 +63,7 @@ impl TestPooler {
             std::fs::write(dir.join(name), doc).expect("write tenant");
         }
         let pooler = RunningPooler::start(PoolerConfig {
-            tenants_dir: dir.clone(),
+            tenant_source: TenantSourceConfig::Directory(dir.clone()),
             listen: IpAddr::V4(Ipv4Addr::LOCALHOST),
             session_port: 0,
             pooled_port: 0,
