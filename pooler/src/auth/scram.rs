@@ -19,7 +19,7 @@
 //! * nonces are 18 random bytes, base64 encoded.
 //!
 //! Parsing is total: every message comes from the network, so malformed,
-//! truncated or oversized input (more than [`MAX_MESSAGE_LEN`] bytes) yields
+//! truncated or oversized input (more than `MAX_MESSAGE_LEN` bytes) yields
 //! a [`ScramError`], never a panic.
 //!
 //! Secrets are not zeroized on drop: the allowed dependencies include no
@@ -226,7 +226,7 @@ pub struct ScramKeys {
 /// server's salt and iteration count.
 ///
 /// `iterations` of 0 is treated as 1. The password goes through
-/// [`prepare_password`], see there for the SASLprep limitation.
+/// `prepare_password`, see there for the SASLprep limitation.
 pub fn derive_keys(password: &str, salt: &[u8], iterations: u32) -> ScramKeys {
     let salted: [u8; KEY_LEN] = pbkdf2::pbkdf2_hmac_array::<Sha256, KEY_LEN>(
         prepare_password(password),
