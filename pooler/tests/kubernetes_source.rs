@@ -125,32 +125,6 @@ async fn wait_loaded(pooler: &RunningPooler, document: &str) {
     .await;
 }
 
-/// `GET path` on the admin port: (status code, body).
-async fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect(addr)
-        .await
-        .expect("admin port accepts");
-    let request = format!("GET {path} HTTP/1.1\r\nHost: pooler\r\nConnection: close\r\n\r\n");
-    stream.write_all(request.as_bytes()).await.expect("send");
-    let mut raw = Vec::new();
-    tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut raw))
-        .await
-        .expect("admin answered in time")
-        .expect("read");
-    let text = String::from_utf8_lossy(&raw).into_owned();
-    let code = text
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or_else(|| panic!("not an HTTP response: {text:?}"));
-    let body = text
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    (code, body)
-}
-
 async fn readyz(pooler: &RunningPooler) -> (u16, String) {
     http_get(pooler.admin_addr.expect("admin port"), "/readyz").await
 }
@@ -202,20 +176,6 @@ async fn login(port: u16, tenant: &str, db: &str) -> Client {
     connect_to(port, &user, SCRAM_PASSWORD, db)
         .await
         .unwrap_or_else(|e| panic!("login {user} to {db}: {}", message(&e)))
-}
-
-/// Asserts that a new login to `tenant` is refused because the tenant is unknown.
-async fn assert_not_found(port: u16, tenant: &str, db: &str) {
-    let user = format!("{SCRAM_USER}.{tenant}");
-    match connect_to(port, &user, SCRAM_PASSWORD, db).await {
-        Ok(_) => panic!("login to tenant {tenant} succeeded; it should not exist"),
-        Err(e) => assert!(
-            message(&e).contains("(ENOTFOUND)"),
-            "expected ENOTFOUND for {user}, got {:?} {}",
-            sqlstate(&e),
-            message(&e)
-        ),
-    }
 }
 
 fn doc(id: &str, db: &str, extra: &str) -> String {

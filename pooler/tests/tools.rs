@@ -493,32 +493,6 @@ async fn binary_serves_reloads_logs_json_and_stops_on_sigterm() {
     let _ = std::fs::remove_file(&log_path);
 }
 
-/// GET over plain HTTP/1.1; returns (status code, body).
-async fn http_get(port: u16, path: &str) -> (u16, String) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
-        .await
-        .expect("admin port accepts");
-    let request = format!("GET {path} HTTP/1.1\r\nHost: pooler\r\nConnection: close\r\n\r\n");
-    stream.write_all(request.as_bytes()).await.expect("send");
-    let mut raw = Vec::new();
-    tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut raw))
-        .await
-        .expect("admin answered in time")
-        .expect("read");
-    let text = String::from_utf8_lossy(&raw).into_owned();
-    let code = text
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or_else(|| panic!("not an HTTP response: {text:?}"));
-    let body = text
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    (code, body)
-}
-
 async fn first_value(c: &tokio_postgres::Client, sql: &str) -> String {
     c.simple_query(sql)
         .await
@@ -576,8 +550,8 @@ async fn binary_admin_endpoints_and_sigterm_drain() {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    assert_eq!(http_get(admin_port, "/healthz").await.0, 200);
-    let (code, body) = http_get(admin_port, "/readyz").await;
+    assert_eq!(http_get(local(admin_port), "/healthz").await.0, 200);
+    let (code, body) = http_get(local(admin_port), "/readyz").await;
     assert_eq!(code, 200, "{body}");
 
     let login = format!("{SCRAM_USER}.adm");
@@ -590,7 +564,7 @@ async fn binary_admin_endpoints_and_sigterm_drain() {
     assert_eq!(first_value(&busy, "SELECT 1").await, "1");
     assert_eq!(first_value(&idle, "SELECT 2").await, "2");
 
-    let (code, status) = http_get(admin_port, "/status").await;
+    let (code, status) = http_get(local(admin_port), "/status").await;
     assert_eq!(code, 200);
     let status: serde_json::Value = serde_json::from_str(&status).expect("status is JSON");
     assert_eq!(status["ready"], true);
@@ -604,7 +578,7 @@ async fn binary_admin_endpoints_and_sigterm_drain() {
         "{status}"
     );
 
-    let (code, metrics) = http_get(admin_port, "/metrics").await;
+    let (code, metrics) = http_get(local(admin_port), "/metrics").await;
     assert_eq!(code, 200);
     for needle in [
         "pgfleet_clients{tenant=\"adm\"} 2",
@@ -623,7 +597,7 @@ async fn binary_admin_endpoints_and_sigterm_drain() {
         .await
         .expect_err("wrong password");
     assert_eq!(sqlstate(&wrong).as_deref(), Some("28P01"));
-    let (_, metrics) = http_get(admin_port, "/metrics").await;
+    let (_, metrics) = http_get(local(admin_port), "/metrics").await;
     assert!(
         metrics.contains("pgfleet_errors_total{tenant=\"adm\",code=\"EWRONGPASSWORD\"} 1"),
         "{metrics}"
@@ -636,7 +610,7 @@ async fn binary_admin_endpoints_and_sigterm_drain() {
     signal(child.pid(), "-TERM");
     let signalled = Instant::now();
     loop {
-        let (code, body) = http_get(admin_port, "/readyz").await;
+        let (code, body) = http_get(local(admin_port), "/readyz").await;
         if code == 503 {
             assert!(body.contains("draining"), "{body}");
             break;

@@ -220,3 +220,43 @@ pub async fn wait_backends(user: &str, database: &str, f: impl Fn(i64) -> bool) 
 pub fn local(port: u16) -> SocketAddr {
     SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port)
 }
+
+/// `GET path` over plain HTTP/1.1 (the admin port): (status code, body).
+pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr)
+        .await
+        .expect("admin port accepts");
+    let request = format!("GET {path} HTTP/1.1\r\nHost: pooler\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.expect("send");
+    let mut raw = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut raw))
+        .await
+        .expect("admin answered in time")
+        .expect("read");
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let code = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("not an HTTP response: {text:?}"));
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (code, body)
+}
+
+/// Asserts that a new login of the SCRAM test user to `tenant` is refused as unknown.
+pub async fn assert_not_found(port: u16, tenant: &str, db: &str) {
+    let login = format!("{}.{tenant}", testkit::SCRAM_USER);
+    match connect_to(port, &login, testkit::SCRAM_PASSWORD, db).await {
+        Ok(_) => panic!("login to tenant {tenant} succeeded; it should not exist"),
+        Err(e) => assert!(
+            message(&e).contains("(ENOTFOUND)"),
+            "expected ENOTFOUND for {login}, got {:?} {}",
+            sqlstate(&e),
+            message(&e)
+        ),
+    }
+}
