@@ -258,16 +258,17 @@ pub struct PoolerFleetStatus {
     /// Tenants the fleet serves.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tenants: Option<i32>,
-    /// "Available" (enough ready pooler replicas) and "Progressing" (a rollout is under way).
+    /// "Ready" (every desired pooler replica runs the current pod template and is ready) and
+    /// "Available" (at least one replica is ready, so the fleet accepts clients).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(schema_with = "conditions")]
     pub conditions: Vec<Condition>,
 }
 
-/// The condition type set when enough pooler replicas are ready.
+/// Condition type: every desired pooler replica runs the current pod template and is ready.
+pub const CONDITION_READY: &str = "Ready";
+/// Condition type: at least one pooler replica is ready, so the fleet accepts clients.
 pub const CONDITION_AVAILABLE: &str = "Available";
-/// The condition type set while the fleet's Deployment rolls out.
-pub const CONDITION_PROGRESSING: &str = "Progressing";
 
 /// The entry of `allowedTenantNamespaces` that admits every namespace.
 pub const ALL_NAMESPACES: &str = "*";

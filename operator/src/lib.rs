@@ -6,11 +6,17 @@
 //! renders one tenant document (secrets resolved, budgets split per replica) into a Secret in
 //! the fleet's namespace, which the fleet's poolers watch and hot-reload.
 //!
-//! The reconcile loop is a small pipeline (fetch → validate → build → apply → status). This crate
-//! so far holds the "build" step: [`resources`], pure functions from custom resources to the
-//! Kubernetes objects the operator applies, unit-tested without an API server.
+//! The reconcile loop is a small pipeline (fetch → validate → build → apply → status). The
+//! "build" step is [`resources`]: pure functions from custom resources to the Kubernetes objects
+//! the operator applies, unit-tested without an API server. [`fleet_controller`] runs the whole
+//! pipeline for `PoolerFleet`s (the `Tenant` controller is not written yet).
 
+pub mod fleet_controller;
 pub mod resources;
+
+pub use fleet_controller::{
+    Context, Error, error_policy, reconcile_fleet, run_fleet_controller, run_fleet_controller_in,
+};
 
 /// The server-side apply field manager for every object the operator writes.
 ///
