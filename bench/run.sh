@@ -16,7 +16,10 @@ invoked_from=$PWD
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"
 
-DURATION=${DURATION:-10}
+DURATION=${DURATION:-5}
+# Each cell runs REPEAT times, the targets interleaved (direct, pgfleet, PgBouncer, direct, ...),
+# and the table shows the median: on a small shared machine one run is too noisy to compare.
+REPEAT=${REPEAT:-3}
 CLIENTS=${CLIENTS:-"1 10 50 200"}
 PROTOCOLS=${PROTOCOLS:-"simple extended"}
 IDLE_CLIENTS=${IDLE_CLIENTS:-5000}
@@ -41,6 +44,7 @@ die() { log "error: $*"; exit 1; }
 # Knobs
 is_uint() { [[ $1 =~ ^[0-9]+$ ]]; }
 is_uint "$DURATION" && ((DURATION > 0)) || die "DURATION must be a positive number of seconds, got '$DURATION'"
+is_uint "$REPEAT" && ((REPEAT > 0)) || die "REPEAT must be a positive number, got '$REPEAT'"
 is_uint "$WARMUP" || die "WARMUP must be a number of seconds (0 to skip), got '$WARMUP'"
 is_uint "$IDLE_CLIENTS" || die "IDLE_CLIENTS must be a number (0 to skip), got '$IDLE_CLIENTS'"
 is_uint "$SCALE" && ((SCALE > 0)) || die "SCALE must be a positive number, got '$SCALE'"
@@ -418,7 +422,11 @@ fi
 
 # ---------------------------------------------------------------------------------------------
 # Throughput: pgbench -S per protocol and client count, against each target
-declare -A TPS=() LAT=() CPU=() STATUS=()
+declare -A TPS=() LAT=() CPU=() STATUS=() TPS_RUNS=() LAT_RUNS=() CPU_RUNS=()
+
+median() { # values...: the middle value (the mean of the two middle ones for an even count)
+  printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END { if (NR % 2) print v[(NR + 1) / 2]; else printf "%.6f\n", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
+}
 
 pgbench_run() { # target protocol clients seconds output-file: fails like pgbench
   local target=$1 proto=$2 n=$3 seconds=$4 rc=0
@@ -449,12 +457,14 @@ run_cell() { # protocol clients target
     tail -n 15 <<<"$out" | sed 's/^/    /' >&2
     return 0
   fi
-  STATUS[$key]=ok
-  TPS[$key]=$tps
-  LAT[$key]=$lat
+  [[ ${STATUS[$key]:-} == FAILED ]] || STATUS[$key]=ok
+  TPS_RUNS[$key]+="$tps "
+  LAT_RUNS[$key]+="$lat "
   if [[ -n $pid ]]; then
-    CPU[$key]=$(calc "($cpu1 - $cpu0) / $CLK_TCK / $tx * 10000")
-    log "$(printf '%-8s %4s clients  %-9s  %10.0f tps  %8.3f ms  %.3f CPU s/10k tx' "$proto" "$n" "$target" "$tps" "$lat" "${CPU[$key]}")"
+    local cpu
+    cpu=$(calc "($cpu1 - $cpu0) / $CLK_TCK / $tx * 10000")
+    CPU_RUNS[$key]+="$cpu "
+    log "$(printf '%-8s %4s clients  %-9s  %10.0f tps  %8.3f ms  %.3f CPU s/10k tx' "$proto" "$n" "$target" "$tps" "$lat" "$cpu")"
   else
     log "$(printf '%-8s %4s clients  %-9s  %10.0f tps  %8.3f ms' "$proto" "$n" "$target" "$tps" "$lat")"
   fi
@@ -470,11 +480,22 @@ fi
 
 for proto in "${protocols[@]}"; do
   for n in "${client_counts[@]}"; do
-    for target in "${targets[@]}"; do
-      run_cell "$proto" "$n" "$target"
-      sleep 1
+    for ((rep = 1; rep <= REPEAT; rep++)); do
+      for target in "${targets[@]}"; do
+        run_cell "$proto" "$n" "$target"
+        sleep 1
+      done
     done
   done
+done
+for key in "${!TPS_RUNS[@]}"; do
+  [[ ${STATUS[$key]} == ok ]] || continue
+  # shellcheck disable=SC2086 # the run lists are space-separated numbers
+  TPS[$key]=$(median ${TPS_RUNS[$key]})
+  # shellcheck disable=SC2086
+  LAT[$key]=$(median ${LAT_RUNS[$key]})
+  # shellcheck disable=SC2086
+  [[ -n ${CPU_RUNS[$key]:-} ]] && CPU[$key]=$(median ${CPU_RUNS[$key]})
 done
 
 # ---------------------------------------------------------------------------------------------
@@ -493,7 +514,7 @@ num() { # value decimals: formatted, passing FAILED through
 }
 
 report_tables() {
-  echo "### Throughput: pgbench -S, transaction pooling, pool size $POOL_SIZE, ${DURATION}s per cell"
+  echo "### Throughput: pgbench -S, transaction pooling, pool size $POOL_SIZE; median of $REPEAT interleaved ${DURATION}s runs per cell"
   echo
   echo "| protocol | clients | direct TPS | pgfleet TPS | PgBouncer TPS | pgfleet / PgBouncer | pgfleet / direct | direct latency ms | pgfleet latency ms | PgBouncer latency ms | pgfleet CPU s / 10k tx | PgBouncer CPU s / 10k tx | CPU pgfleet / PgBouncer |"
   echo "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|"
@@ -616,7 +637,7 @@ machine_header() {
   echo "- PgBouncer: $("$PGBOUNCER" --version 2>&1 | sed -n 1p)"
   echo "- pgbench: $("$PGBENCH" --version)"
   echo "- pgfleet commit: $commit$dirty"
-  echo "- Knobs: DURATION=$DURATION CLIENTS=\"$CLIENTS\" PROTOCOLS=\"$PROTOCOLS\" IDLE_CLIENTS=$IDLE_CLIENTS WARMUP=$WARMUP SCALE=$SCALE PGFLEET_WORKERS=$PGFLEET_WORKERS"
+  echo "- Knobs: DURATION=$DURATION REPEAT=$REPEAT CLIENTS=\"$CLIENTS\" PROTOCOLS=\"$PROTOCOLS\" IDLE_CLIENTS=$IDLE_CLIENTS WARMUP=$WARMUP SCALE=$SCALE PGFLEET_WORKERS=$PGFLEET_WORKERS"
   echo "- Setup: everything on one machine over loopback TCP with SCRAM; pgbench -S -n -T $DURATION -j min(clients,2); pool size $POOL_SIZE (PgBouncer: default_pool_size=$POOL_SIZE, max_db_connections=$POOL_SIZE, pool_mode=transaction; pgfleet: defaultPoolSize=$POOL_SIZE, mode transaction); PostgreSQL max_connections=400, shared_buffers=128MB, fsync=off, synchronous_commit=off"
   echo
 }
