@@ -52,6 +52,7 @@
 //! plane `--cache-dir`, so discovery caches never leak between runs that
 //! happen to reuse a port.
 
+use crate::log_tail;
 use std::fmt::Write as _;
 use std::io::{BufRead as _, BufReader, Read as _, Write as _};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -957,21 +958,6 @@ fn run(cmd: &mut Command, what: &str) -> Result<std::process::Output, String> {
             String::from_utf8_lossy(&output.stderr).trim(),
             String::from_utf8_lossy(&output.stdout).trim()
         ))
-    }
-}
-
-fn log_tail(log: &Path, lines: usize) -> String {
-    match std::fs::read_to_string(log) {
-        Ok(text) => {
-            let all: Vec<&str> = text.lines().collect();
-            let start = all.len().saturating_sub(lines);
-            format!(
-                "--- tail of {} ---\n{}",
-                log.display(),
-                all[start..].join("\n")
-            )
-        }
-        Err(e) => format!("(no log at {}: {e})", log.display()),
     }
 }
 

@@ -589,7 +589,7 @@ impl Context {
             .arg("-l")
             .arg(&log);
         if let Err(err) = run(&mut pg_ctl, "pg_ctl start") {
-            return Err(format!("{err}\n{}", log_tail(&log)));
+            return Err(format!("{err}\n{}", log_tail(&log, 40)));
         }
         loop {
             let mut ready = Command::new(self.bin_dir.join("pg_isready"));
@@ -604,7 +604,7 @@ impl Context {
                 return Err(format!(
                     "server did not accept connections on {host}:{port} within {}s\n{}",
                     START_TIMEOUT.as_secs(),
-                    log_tail(&log)
+                    log_tail(&log, 40)
                 ));
             }
             std::thread::sleep(Duration::from_millis(50));
@@ -833,19 +833,19 @@ fn run(cmd: &mut Command, what: &str) -> Result<Output, String> {
     }
 }
 
-/// The last lines of a server log, for start-failure messages.
-fn log_tail(log: &Path) -> String {
+/// The last `lines` lines of a server log, for start-failure messages.
+pub(crate) fn log_tail(log: &Path, lines: usize) -> String {
     match std::fs::read_to_string(log) {
         Ok(text) => {
-            let lines: Vec<&str> = text.lines().collect();
-            let start = lines.len().saturating_sub(40);
+            let all: Vec<&str> = text.lines().collect();
+            let start = all.len().saturating_sub(lines);
             format!(
                 "--- tail of {} ---\n{}",
                 log.display(),
-                lines[start..].join("\n")
+                all[start..].join("\n")
             )
         }
-        Err(e) => format!("(no server log at {}: {e})", log.display()),
+        Err(e) => format!("(no log at {}: {e})", log.display()),
     }
 }
 

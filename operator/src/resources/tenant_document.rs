@@ -90,12 +90,7 @@ pub fn render_tenant_document(
     resolved: &ResolvedSecrets,
     replicas: u32,
 ) -> Result<TenantDocument, RenderError> {
-    let name = tenant
-        .metadata
-        .name
-        .as_deref()
-        .filter(|n| !n.is_empty())
-        .ok_or(RenderError::MissingMetadata("name"))?;
+    let name = super::tenant_secret::tenant_name(tenant)?;
     let spec = &tenant.spec;
 
     if spec.upstream.tls.mode != TlsMode::Disable {

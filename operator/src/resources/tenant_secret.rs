@@ -92,12 +92,7 @@ pub fn tenant_document_secret(
     tenant: &Tenant,
     document: &TenantDocument,
 ) -> Result<Secret, RenderError> {
-    let name = tenant
-        .metadata
-        .name
-        .as_deref()
-        .filter(|n| !n.is_empty())
-        .ok_or(RenderError::MissingMetadata("name"))?;
+    let name = tenant_name(tenant)?;
     let namespace = tenant_namespace(tenant)?;
     let fleet = FleetKey::of(tenant)?;
     let yaml = document.to_yaml()?;
@@ -136,12 +131,18 @@ pub fn tenant_document_secret(
 }
 
 fn tenant_namespace(tenant: &Tenant) -> Result<&str, RenderError> {
-    tenant
-        .metadata
-        .namespace
-        .as_deref()
-        .filter(|n| !n.is_empty())
-        .ok_or(RenderError::MissingMetadata("namespace"))
+    required_meta(tenant.metadata.namespace.as_deref(), "namespace")
+}
+
+/// The Tenant's name, which every rendered object derives from.
+pub(crate) fn tenant_name(tenant: &Tenant) -> Result<&str, RenderError> {
+    required_meta(tenant.metadata.name.as_deref(), "name")
+}
+
+fn required_meta<'a>(value: Option<&'a str>, field: &'static str) -> Result<&'a str, RenderError> {
+    value
+        .filter(|v| !v.is_empty())
+        .ok_or(RenderError::MissingMetadata(field))
 }
 
 /// The Tenant's name as a label value: itself when it fits in 63 characters, else a prefix and
