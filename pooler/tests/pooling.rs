@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use common::*;
 use testkit::{SCRAM_PASSWORD, SCRAM_USER};
+use tokio_postgres::types::Type;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_tenants_each_see_their_own_data() {
@@ -212,4 +213,95 @@ async fn a_server_killed_while_idle_is_replaced_without_the_client_noticing() {
         .expect("next transaction works")[0]
         .get(0);
     assert_ne!(first, second);
+}
+
+/// A pool of one with many queued clients: every released server goes straight to a waiter
+/// with the waiter's request already sent (the hand-off path). Each client must get exactly
+/// its own answers, for single statements, pipelined batches and explicit transactions alike.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queued_clients_handed_a_server_get_their_own_answers() {
+    let db = fresh_database(SCRAM_USER);
+    PgServer::shared().psql_db(
+        &db,
+        &format!(
+            "CREATE TABLE handed (client int, n int); ALTER TABLE handed OWNER TO {SCRAM_USER}"
+        ),
+    );
+    let doc = tenant_doc(
+        "handoff",
+        &db,
+        &[(SCRAM_USER, SCRAM_PASSWORD)],
+        "defaultPoolSize: 1\ncheckoutTimeout: 30s\n",
+    );
+    let t = TestPooler::start(&[("t.yaml", doc)]).await;
+    let user = format!("{SCRAM_USER}.handoff");
+    const CLIENTS: i32 = 16;
+    const ROUNDS: i32 = 25;
+    let mut tasks = Vec::new();
+    for id in 0..CLIENTS {
+        let c = t
+            .connect(t.pooled(), &user, SCRAM_PASSWORD, &db)
+            .await
+            .expect("connect");
+        tasks.push(tokio::spawn(async move {
+            for round in 0..ROUNDS {
+                // Extended protocol, one statement.
+                let got: i32 = c
+                    .query_typed("SELECT $1::int", &[(&(id * 1000 + round), Type::INT4)])
+                    .await
+                    .expect("extended")[0]
+                    .get(0);
+                assert_eq!(got, id * 1000 + round);
+                // Three statements pipelined in one batch.
+                let param = [(
+                    &id as &(dyn tokio_postgres::types::ToSql + Sync),
+                    Type::INT4,
+                )];
+                let (a, b, c3) = tokio::join!(
+                    c.query_typed("SELECT $1::int", &param),
+                    c.query_typed("SELECT $1::int + 1", &param),
+                    c.query_typed("SELECT $1::int + 2", &param),
+                );
+                let got: Vec<i32> = [a, b, c3]
+                    .into_iter()
+                    .map(|r| r.expect("pipelined")[0].get(0))
+                    .collect();
+                assert_eq!(got, vec![id, id + 1, id + 2]);
+                // A multi-statement simple-protocol transaction.
+                c.batch_execute(&format!(
+                    "BEGIN; INSERT INTO handed VALUES ({id}, {round}); COMMIT"
+                ))
+                .await
+                .expect("transaction");
+            }
+            let rows: i64 = c
+                .query_one(
+                    &format!("SELECT count(*) FROM handed WHERE client = {id}"),
+                    &[],
+                )
+                .await
+                .expect("count")
+                .get(0);
+            assert_eq!(rows, i64::from(ROUNDS));
+        }));
+    }
+    for task in tasks {
+        // A mixed-up hand-off shows up as a wrong answer or as a client left waiting forever.
+        tokio::time::timeout(Duration::from_secs(60), task)
+            .await
+            .expect("clients finish within 60 s")
+            .expect("client task");
+    }
+    let backends = PgServer::shared().backend_count(SCRAM_USER, &db);
+    assert!(backends <= 1, "{backends} backends for pool size 1");
+    // The queue was really used: clients waited (and so were handed servers).
+    let (status, metrics) = http_get(t.pooler.admin_addr.expect("admin"), "/metrics").await;
+    assert_eq!(status, 200);
+    let waits: f64 = metrics
+        .lines()
+        .find(|l| l.starts_with("pgfleet_client_waits_total{") && l.contains("handoff"))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no wait counter for the tenant in:\n{metrics}"));
+    assert!(waits > 0.0, "no client ever waited: {waits}");
 }

@@ -161,8 +161,8 @@ async fn wait_for_request(stream: &mut TcpStream, cbuf: &mut BytesMut, session: 
 /// One transaction: check a server out, relay until the transaction ends, release the server.
 /// `false` when the session is over.
 async fn transaction(stream: &mut TcpStream, cbuf: &mut BytesMut, session: &Session) -> bool {
-    let mut server = match session.pool.checkout().await {
-        Ok(server) => server,
+    let (mut server, prelude) = match session.pool.checkout_for(cbuf).await {
+        Ok(granted) => granted,
         Err(e) => {
             tracing::warn!(pool = %session.pool.key, code = e.code(), error = %e, "checkout failed");
             session
@@ -174,7 +174,7 @@ async fn transaction(stream: &mut TcpStream, cbuf: &mut BytesMut, session: &Sess
     };
     session.cancel.slot.set(Some(server.cancel));
     let (end, quiescent, to_server, to_client) = {
-        let mut relay = Relay::new(stream, cbuf, &mut server, true);
+        let mut relay = Relay::new(stream, cbuf, &mut server, true).resume(prelude);
         let end = relay.run().await;
         (end, relay.quiescent(), relay.to_server, relay.to_client)
     };

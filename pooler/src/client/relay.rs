@@ -14,6 +14,7 @@ use tokio::io::AsyncWrite;
 use tokio::net::TcpStream;
 use tokio_util::io::poll_read_buf;
 
+use crate::pool::Prelude;
 use crate::protocol::scan::{FrontendState, ScanError, Walker};
 use crate::server::ServerConnection;
 
@@ -64,6 +65,8 @@ pub struct Relay<'a> {
     /// Session mode: how long the client may sit idle outside a transaction.
     idle_timeout: Option<std::time::Duration>,
     idle_timer: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// The client's request broke the protocol before the relay started (see [`Prelude`]).
+    early_error: Option<ScanError>,
     /// Session mode: the pooler is draining; end the session at the next idle moment.
     drain: Option<Pin<Box<tokio_util::sync::WaitForCancellationFutureOwned>>>,
     /// Bytes written to the server (metrics).
@@ -89,10 +92,21 @@ impl<'a> Relay<'a> {
             release_when_idle,
             idle_timeout: None,
             idle_timer: None,
+            early_error: None,
             drain: None,
             to_server: 0,
             to_client: 0,
         }
+    }
+
+    /// Resumes a transaction a releasing client started on this client's behalf: part of
+    /// `cbuf` may already be walked and written (see [`crate::pool::handoff`]).
+    pub fn resume(mut self, prelude: Prelude) -> Self {
+        self.cwalk = prelude.walker;
+        self.front = prelude.front;
+        self.to_server = prelude.written;
+        self.early_error = prelude.error;
+        self
     }
 
     /// Ends a session-mode relay at the first idle moment after `drain` is cancelled.
@@ -109,6 +123,9 @@ impl<'a> Relay<'a> {
 
     /// Runs until the transaction ends (transaction mode) or either side leaves.
     pub async fn run(&mut self) -> RelayEnd {
+        if let Some(e) = self.early_error.take() {
+            return RelayEnd::Protocol(e);
+        }
         if let Err(e) = self.walk_client() {
             return RelayEnd::Protocol(e);
         }

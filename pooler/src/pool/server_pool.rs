@@ -9,11 +9,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use bytes::BytesMut;
 use parking_lot::Mutex;
 use tokio::io::AsyncWriteExt;
 use tokio::sync::oneshot;
 
 use super::PoolKey;
+use super::handoff::{Handed, Handover, Parked, Prelude};
 use crate::errors::ClientError;
 use crate::server::{ConnectTarget, ServerConnection, UpstreamCredentials, connect};
 
@@ -45,15 +47,23 @@ impl PoolConfig {
 pub type ServerParameters = Arc<Vec<(String, String)>>;
 
 enum Grant {
-    Conn(Box<ServerConnection>),
+    /// A server, with the waiter's request already (partly) sent on it.
+    Conn(Box<Handover>),
+    /// Room to open a new server.
     Permit,
+}
+
+/// A client waiting for a server, with the request it has read.
+struct Waiter {
+    grant: oneshot::Sender<Grant>,
+    parked: Arc<Parked>,
 }
 
 struct Inner {
     idle: Vec<ServerConnection>,
     /// Open plus opening connections.
     total: u32,
-    waiters: VecDeque<oneshot::Sender<Grant>>,
+    waiters: VecDeque<Waiter>,
     config: PoolConfig,
     generation: u64,
     retired: bool,
@@ -100,7 +110,7 @@ impl PoolStats {
 
 enum Next {
     Connect(PoolConfig, u64),
-    Wait(oneshot::Receiver<Grant>),
+    Wait(oneshot::Receiver<Grant>, Arc<Parked>),
 }
 
 impl Pool {
@@ -141,6 +151,18 @@ impl Pool {
 
     /// Takes a server connection, waiting in FIFO order up to the checkout timeout.
     pub async fn checkout(&self) -> Result<ServerConnection, ClientError> {
+        let (conn, _) = self.checkout_for(&mut BytesMut::new()).await?;
+        Ok(conn)
+    }
+
+    /// Takes a server connection for the client request in `request`, waiting in FIFO order
+    /// up to the checkout timeout. A client that waits parks its request, so that whoever
+    /// releases a server can send it at once; the returned [`Prelude`] says how far that got
+    /// (the default when the server came from the idle stack or a new connection).
+    pub async fn checkout_for(
+        &self,
+        request: &mut BytesMut,
+    ) -> Result<(ServerConnection, Prelude), ClientError> {
         let mut deadline = None;
         loop {
             let mut stale = Vec::new();
@@ -171,7 +193,7 @@ impl Pool {
                         drop(inner);
                         close_all(stale);
                         self.checkouts.fetch_add(1, Ordering::Relaxed);
-                        return Ok(conn);
+                        return Ok((conn, Prelude::default()));
                     }
                     None if inner.total < inner.config.size => {
                         inner.total += 1;
@@ -179,8 +201,12 @@ impl Pool {
                     }
                     None => {
                         let (tx, rx) = oneshot::channel();
-                        inner.waiters.push_back(tx);
-                        Next::Wait(rx)
+                        let parked = Arc::new(Parked::new(std::mem::take(request)));
+                        inner.waiters.push_back(Waiter {
+                            grant: tx,
+                            parked: parked.clone(),
+                        });
+                        Next::Wait(rx, parked)
                     }
                 }
             };
@@ -189,9 +215,10 @@ impl Pool {
                 // Boxed: a login's state is large and rare, and would otherwise sit inside every
                 // idle client's future.
                 Next::Connect(config, generation) => {
-                    return Box::pin(self.open(config, generation)).await;
+                    let conn = Box::pin(self.open(config, generation)).await?;
+                    return Ok((conn, Prelude::default()));
                 }
-                Next::Wait(mut rx) => {
+                Next::Wait(mut rx, parked) => {
                     // Timed from the first wait, so waking for a lost race does not extend it.
                     let started = tokio::time::Instant::now();
                     let deadline =
@@ -200,36 +227,60 @@ impl Pool {
                     self.stats.waits.fetch_add(1, Ordering::Relaxed);
                     let waited = started.elapsed().as_micros() as u64;
                     self.stats.wait_micros.fetch_add(waited, Ordering::Relaxed);
-                    match granted {
-                        Ok(Ok(Grant::Conn(conn))) => {
-                            self.checkouts.fetch_add(1, Ordering::Relaxed);
-                            return Ok(*conn);
+                    let granted = match granted {
+                        Ok(granted) => granted.map_err(drop),
+                        Err(_) => {
+                            // Timed out. A releaser may have taken the request a moment ago: its
+                            // grant is then in the channel and the server may already be
+                            // working on the request, so it is used rather than given back.
+                            match parked.reclaim() {
+                                None => rx.try_recv().map_err(drop),
+                                Some(back) => {
+                                    *request = back;
+                                    rx.close();
+                                    if let Ok(Grant::Permit) = rx.try_recv() {
+                                        self.slot_freed();
+                                    }
+                                    let config = self.config();
+                                    return Err(ClientError::CheckoutTimeout {
+                                        ms: config.checkout_timeout.as_millis(),
+                                        mode: match self.key.mode {
+                                            pgfleet_crds::PoolMode::Transaction => "Transaction",
+                                            pgfleet_crds::PoolMode::Session => "Session",
+                                        },
+                                    });
+                                }
+                            }
                         }
-                        Ok(Ok(Grant::Permit)) => {
+                    };
+                    match granted {
+                        Ok(Grant::Conn(handover)) => {
+                            let Handover {
+                                conn,
+                                request: back,
+                                prelude,
+                            } = *handover;
+                            *request = back;
+                            self.checkouts.fetch_add(1, Ordering::Relaxed);
+                            return Ok((conn, prelude));
+                        }
+                        Ok(Grant::Permit) => {
+                            if let Some(back) = parked.reclaim() {
+                                *request = back;
+                            }
                             let (config, generation) = {
                                 let inner = self.inner.lock();
                                 (inner.config.clone(), inner.generation)
                             };
-                            return Box::pin(self.open(config, generation)).await;
+                            let conn = Box::pin(self.open(config, generation)).await?;
+                            return Ok((conn, Prelude::default()));
                         }
                         // Our sender was dropped without a grant: ask again.
-                        Ok(Err(_)) => continue,
                         Err(_) => {
-                            // A grant may have raced the timeout: give it back rather than lose it.
-                            rx.close();
-                            match rx.try_recv() {
-                                Ok(Grant::Conn(conn)) => self.checkin(*conn, true),
-                                Ok(Grant::Permit) => self.slot_freed(),
-                                Err(_) => {}
+                            if let Some(back) = parked.reclaim() {
+                                *request = back;
                             }
-                            let config = self.config();
-                            return Err(ClientError::CheckoutTimeout {
-                                ms: config.checkout_timeout.as_millis(),
-                                mode: match self.key.mode {
-                                    pgfleet_crds::PoolMode::Transaction => "Transaction",
-                                    pgfleet_crds::PoolMode::Session => "Session",
-                                },
-                            });
+                            continue;
                         }
                     }
                 }
@@ -289,16 +340,38 @@ impl Pool {
             inner.idle.push(conn);
             return;
         }
-        // Hand it to the longest-waiting client still waiting (boxed only on this path).
-        let mut conn = Box::new(conn);
-        while let Some(waiter) = inner.waiters.pop_front() {
-            match waiter.send(Grant::Conn(conn)) {
-                Ok(()) => return,
-                Err(Grant::Conn(back)) => conn = back,
-                Err(Grant::Permit) => return,
+        // Hand it to the longest-waiting client still waiting, sending its request on the way.
+        let mut conn = conn;
+        loop {
+            let Some(waiter) = inner.waiters.pop_front() else {
+                inner.idle.push(conn);
+                return;
+            };
+            // The write to the server happens outside the pool's lock; the connection is in
+            // neither the idle stack nor anyone's hands meanwhile, so nobody else sees it.
+            drop(inner);
+            let Waiter { grant, parked } = waiter;
+            let handed = parked.hand_over(conn, |handover| {
+                match grant.send(Grant::Conn(handover)) {
+                    Ok(()) => Ok(()),
+                    Err(Grant::Conn(unsent)) => Err(unsent),
+                    // A failed send returns what was sent: a connection, never a permit.
+                    Err(Grant::Permit) => Ok(()),
+                }
+            });
+            inner = self.inner.lock();
+            match handed {
+                Handed::Granted => return,
+                Handed::Unused(back) => conn = back,
+                Handed::Spoiled(back) => {
+                    inner.total -= 1;
+                    Self::grant_permit(&mut inner);
+                    drop(inner);
+                    close(back);
+                    return;
+                }
             }
         }
-        inner.idle.push(*conn);
     }
 
     /// A counted slot was given up (failed connect, or a waiter's permit came back).
@@ -315,7 +388,7 @@ impl Pool {
                 break;
             };
             inner.total += 1;
-            if waiter.send(Grant::Permit).is_err() {
+            if waiter.grant.send(Grant::Permit).is_err() {
                 inner.total -= 1;
             }
         }
