@@ -10,6 +10,7 @@ pub mod admin;
 pub mod app;
 pub mod auth;
 pub mod cancel;
+pub mod cli;
 pub mod client;
 pub mod config;
 pub mod errors;

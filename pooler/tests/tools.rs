@@ -629,12 +629,13 @@ async fn binary_admin_endpoints_and_sigterm_drain() {
     // Then both clients are closed at their transaction boundary.
     let after = busy.simple_query("SELECT 1").await;
     assert!(
-        after.is_err() && busy.is_closed(),
-        "the busy client is closed after its transaction"
+        after.is_err() && closed_soon(&busy).await,
+        "the busy client is closed after its transaction: {after:?}"
     );
+    let after = idle.simple_query("SELECT 1").await;
     assert!(
-        idle.simple_query("SELECT 1").await.is_err() && idle.is_closed(),
-        "the idle session is closed"
+        after.is_err() && closed_soon(&idle).await,
+        "the idle session is closed: {after:?}"
     );
     let status = child
         .exit_within(Duration::from_secs(10))
@@ -654,4 +655,14 @@ async fn binary_admin_endpoints_and_sigterm_drain() {
     );
     let _ = std::fs::remove_dir_all(&dir);
     let _ = std::fs::remove_file(&log_path);
+}
+
+/// True once `client`'s connection has ended, waiting up to 3 s: a FATAL reaches the query
+/// before the connection task sees the socket close.
+async fn closed_soon(client: &tokio_postgres::Client) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while !client.is_closed() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    client.is_closed()
 }
