@@ -11,6 +11,8 @@
 //! the operator applies, unit-tested without an API server. [`fleet_controller`] runs the whole
 //! pipeline for `PoolerFleet`s (the `Tenant` controller is not written yet).
 
+mod apply;
+pub mod backoff;
 pub mod fleet_controller;
 pub mod resources;
 
