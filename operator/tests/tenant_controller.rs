@@ -381,6 +381,36 @@ async fn renders_an_accepted_tenant_into_its_fleets_namespace() {
         "{:?}",
         rendered.note
     );
+
+    // Settled: the controller's own writes (finalizer, status, document) re-trigger it, but
+    // nothing changes any more, so no further events appear.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let events = api::<Event>(&client, &ns)
+        .list(&ListParams::default())
+        .await
+        .expect("events");
+    let about_acme: Vec<(Option<String>, Option<i32>)> = events
+        .items
+        .iter()
+        .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("acme"))
+        .map(|e| (e.reason.clone(), e.series.as_ref().map(|s| s.count)))
+        .collect();
+    let count = |reason: &str| {
+        about_acme
+            .iter()
+            .filter(|(r, series)| r.as_deref() == Some(reason) && series.is_none())
+            .count()
+    };
+    assert_eq!(
+        (
+            count("Accepted"),
+            count("Rendered"),
+            count("FleetNotAvailable")
+        ),
+        (1, 1, 1),
+        "one event per state change, never repeated: {about_acme:?}"
+    );
+    assert_eq!(about_acme.len(), 3, "{about_acme:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

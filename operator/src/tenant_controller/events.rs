@@ -10,7 +10,7 @@
 //! - `FleetNotAvailable` (Warning) when the fleet serving the Tenant stops being available.
 //!
 //! State changes are computed from the Tenant's status as last read; since that copy can lag
-//! behind the controller's own status write, [`EventLog`] also remembers the last acceptance
+//! behind the controller's own status write, [`EventLog`] also remembers the last condition
 //! event published per Tenant so a quick second reconcile does not repeat it.
 
 use std::collections::HashMap;
@@ -41,6 +41,9 @@ pub struct Notice {
     pub note: String,
     /// What the controller did (`Reconcile`, `Render`, `Delete`).
     pub action: &'static str,
+    /// The condition type whose change this notice reports (`Accepted`, `Ready`), for
+    /// [`EventLog`]; `None` for notices about what was done (never deduplicated).
+    pub condition: Option<&'static str>,
 }
 
 /// The events a change of status from `previous` to `desired` deserves.
@@ -68,6 +71,7 @@ pub fn status_notices(previous: Option<&TenantStatus>, desired: &TenantStatus) -
                 },
                 note: after.message.clone(),
                 action: "Reconcile",
+                condition: Some(CONDITION_ACCEPTED),
             });
         }
     }
@@ -82,32 +86,41 @@ pub fn status_notices(previous: Option<&TenantStatus>, desired: &TenantStatus) -
             reason: REASON_FLEET_NOT_AVAILABLE.to_string(),
             note: after.message.clone(),
             action: "Reconcile",
+            condition: Some(CONDITION_READY),
         });
     }
     notices
 }
 
-/// The last acceptance event published per Tenant (by uid), so a reconcile that still sees the
-/// old status does not publish it twice.
+/// The last condition event published per Tenant (by uid) and condition type, so a reconcile
+/// that still sees the old status does not publish it twice.
 #[derive(Debug, Default)]
 pub struct EventLog {
-    last: Mutex<HashMap<String, (String, String)>>,
+    last: Mutex<HashMap<LogKey, (String, String)>>,
 }
 
+/// A Tenant's uid and a condition type.
+type LogKey = (String, &'static str);
+
 impl EventLog {
-    /// Whether `notice` about the Tenant `uid` differs from the last one recorded, recording it
-    /// if so. Only acceptance notices (`action` Reconcile) are deduplicated this way.
+    /// Whether `notice` about the Tenant `uid` differs from the last one recorded for its
+    /// condition, recording it if so. Notices without a condition are always new.
     pub fn is_new(&self, uid: &str, notice: &Notice) -> bool {
-        let mut last = self.last.lock().unwrap_or_else(PoisonError::into_inner);
+        let Some(condition) = notice.condition else {
+            return true;
+        };
         let entry = (notice.reason.clone(), notice.note.clone());
-        let key = format!("{uid}/{}", notice.action);
-        if notice.action == "Reconcile" && notice.reason != REASON_FLEET_NOT_AVAILABLE {
-            if last.get(&key) == Some(&entry) {
-                return false;
-            }
-            last.insert(key, entry);
-        }
-        true
+        let mut last = self.last.lock().unwrap_or_else(PoisonError::into_inner);
+        last.insert((uid.to_string(), condition), entry.clone()) != Some(entry)
+    }
+
+    /// Forgets the last notice of `condition` for `uid` (the condition went back to a state
+    /// that has no event, so the next problem is news again).
+    pub fn reset(&self, uid: &str, condition: &'static str) {
+        self.last
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&(uid.to_string(), condition));
     }
 
     /// Forgets a Tenant (deleted).
@@ -115,7 +128,7 @@ impl EventLog {
         self.last
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .retain(|key, _| !key.starts_with(&format!("{uid}/")));
+            .retain(|(u, _), _| u != uid);
     }
 }
 
@@ -249,13 +262,14 @@ mod tests {
     }
 
     #[test]
-    fn the_log_suppresses_a_repeated_acceptance_event() {
+    fn the_log_suppresses_a_repeated_condition_event() {
         let log = EventLog::default();
         let notice = Notice {
             warning: false,
             reason: "Accepted".into(),
             note: "ok".into(),
             action: "Reconcile",
+            condition: Some(CONDITION_ACCEPTED),
         };
         assert!(log.is_new("u1", &notice));
         assert!(!log.is_new("u1", &notice));
@@ -267,9 +281,26 @@ mod tests {
         };
         assert!(log.is_new("u1", &rejected));
         assert!(log.is_new("u1", &notice), "back to accepted is news again");
+
+        let unavailable = Notice {
+            warning: true,
+            reason: REASON_FLEET_NOT_AVAILABLE.into(),
+            condition: Some(CONDITION_READY),
+            ..notice.clone()
+        };
+        assert!(log.is_new("u1", &unavailable));
+        assert!(!log.is_new("u1", &unavailable));
+        assert!(!log.is_new("u1", &notice), "conditions are tracked apart");
+        log.reset("u1", CONDITION_READY);
+        assert!(
+            log.is_new("u1", &unavailable),
+            "unavailable again after being ready"
+        );
+
         let rendered = Notice {
             reason: EVENT_RENDERED.into(),
             action: "Render",
+            condition: None,
             ..notice.clone()
         };
         assert!(

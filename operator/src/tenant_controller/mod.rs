@@ -44,7 +44,11 @@
 //!   Secrets, fleets and other Tenants wake a Tenant up through watches ([`triggers`]).
 //! - Errors are retried per Tenant with exponential backoff (1 s doubling to 5 minutes), reset
 //!   by the next success.
-//! - `PoolerFleet.status.tenants` is not written by this controller (yet).
+//! - `PoolerFleet.status.tenants` is not written (yet). Counting accepted Tenants from each
+//!   Tenant's reconcile races: reconciles of different Tenants run concurrently, each counts
+//!   from a store that may not show the others' latest status yet, and the last write wins, so
+//!   the count could settle wrong. It wants a single writer (e.g. the fleet controller
+//!   counting from a Tenant reflector).
 //!
 //! [`Action::await_change`]: kube::runtime::controller::Action::await_change
 
@@ -176,11 +180,11 @@ pub async fn run_tenant_controller(client: Client, ctx: Arc<Context>) {
     run(client, ctx, None).await;
 }
 
-/// Runs the Tenant controller over one namespace only (Tenants, their Secrets, fleets and
-/// documents all in `namespace`), until its watches end. For tests and single-namespace
-/// installations; a Tenant referencing a fleet in another namespace is reported
-/// `FleetNotFound` here only if that fleet really is missing, but changes to it are not
-/// watched.
+/// Runs the Tenant controller over one namespace only, until its watches end: Tenants,
+/// Secrets and PoolerFleets are watched in `namespace` alone. For tests and single-namespace
+/// installations, where fleets and Tenants share the namespace. A Tenant referencing a fleet
+/// in another namespace is still evaluated (the fleet is read directly), but changes to that
+/// fleet only reach it at the next resync.
 pub async fn run_tenant_controller_in(client: Client, ctx: Arc<Context>, namespace: &str) {
     run(client, ctx, Some(namespace)).await;
 }

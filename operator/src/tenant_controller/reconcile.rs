@@ -8,13 +8,14 @@ use kube::api::{Api, DeleteParams, Patch, Preconditions};
 use kube::runtime::controller::Action;
 use kube::runtime::finalizer::{Event as FinalizerEvent, finalizer};
 use kube::{Client, Resource as _, ResourceExt as _};
+use pgfleet_crds::tenant::CONDITION_READY;
 use pgfleet_crds::{PoolerFleet, Tenant, TenantStatus};
 
 use super::admission::{admit_namespace, check_external_id};
 use super::events::{EVENT_DOCUMENT_DELETED, EVENT_RENDERED, Notice, publish, status_notices};
 use super::resolve::{fetch_secrets, resolve};
 use super::status::{
-    Outcome, Rejection, desired_status, endpoint, fleet_unavailable, status_changed,
+    Outcome, Rejection, condition, desired_status, endpoint, fleet_unavailable, status_changed,
 };
 use super::{Error, FINALIZER, RESYNC_INTERVAL, State};
 use crate::apply::{apply_params, server_side_apply};
@@ -133,6 +134,7 @@ async fn apply(tenant: &Tenant, state: &State) -> Result<Action, Error> {
                         fleet_key.namespace, fleet_key.namespace, fleet_key.name
                     ),
                     action: "Render",
+                    condition: None,
                 });
             }
             if let Some(old) = &previous
@@ -182,6 +184,10 @@ async fn apply(tenant: &Tenant, state: &State) -> Result<Action, Error> {
     let mut all = status_notices(tenant.status.as_ref(), &desired);
     all.append(&mut notices);
     write_status(&ctx.client, tenant, &desired).await?;
+    let uid = tenant.metadata.uid.as_deref().unwrap_or_default();
+    if condition(Some(&desired), CONDITION_READY).is_some_and(|c| c.status == "True") {
+        ctx.events.reset(uid, CONDITION_READY);
+    }
     for notice in all {
         publish(&ctx.recorder, &ctx.events, tenant, notice).await;
     }
@@ -223,6 +229,7 @@ fn deleted_notice(namespace: &str, document: &str, why: &str) -> Notice {
         reason: EVENT_DOCUMENT_DELETED.to_string(),
         note: format!("tenant document Secret {namespace}/{document} deleted: {why}"),
         action: "Delete",
+        condition: None,
     }
 }
 
