@@ -4,7 +4,7 @@
 //!
 //! # Pipeline
 //!
-//! Each reconcile ([`reconcile`](self::reconcile)) runs under the finalizer [`FINALIZER`]
+//! Each reconcile runs under the finalizer [`FINALIZER`]
 //! (documents may live in another namespace, so owner references cannot clean them up):
 //!
 //! 1. **fleet**: `spec.fleetRef` (default: `default` in the Tenant's namespace) must exist and
@@ -84,7 +84,7 @@ pub const FINALIZER: &str = "pgfleet.io/tenant-document";
 /// How often an accepted (or not yet acceptable) Tenant is reconciled without a watch event.
 pub const RESYNC_INTERVAL: Duration = Duration::from_secs(5 * 60);
 
-/// Why a reconcile failed. Every variant is retried with backoff by [`error_policy`].
+/// Why a reconcile failed. Every variant is retried with the Tenant's exponential backoff.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// The Tenant handed to the reconciler lacks its name or namespace.

@@ -45,11 +45,12 @@ fn id(tenant: &Tenant) -> (String, String) {
 }
 
 impl ClaimIndex {
-    /// The Tenants to reconcile after `event`, which `store` already reflects.
+    /// The Tenants to reconcile after `event`; `store` gives every Tenant known, the event
+    /// included (called only when other Tenants are concerned).
     pub fn triggers(
         &mut self,
         event: &watcher::Event<Tenant>,
-        store: &[Arc<Tenant>],
+        store: impl FnOnce() -> Vec<Arc<Tenant>>,
     ) -> Vec<Tenant> {
         match event {
             watcher::Event::Apply(tenant) => {
@@ -60,13 +61,13 @@ impl ClaimIndex {
                 };
                 let mut out = vec![tenant.clone()];
                 if old != new {
-                    out.extend(peers(store, tenant, [old, new]));
+                    out.extend(peers(&store(), tenant, [old, new]));
                 }
                 out
             }
             watcher::Event::Delete(tenant) => {
                 let old = self.claims.remove(&id(tenant));
-                peers(store, tenant, [old, None])
+                peers(&store(), tenant, [old, None])
             }
             watcher::Event::Init => {
                 self.relisting = Some(HashMap::new());
@@ -81,7 +82,7 @@ impl ClaimIndex {
             }
             watcher::Event::InitDone => {
                 self.claims = self.relisting.take().unwrap_or_default();
-                store.iter().map(|t| (**t).clone()).collect()
+                store().iter().map(|t| (**t).clone()).collect()
             }
         }
     }
@@ -110,7 +111,7 @@ pub fn tenant_triggers(
     reflector(writer, events).flat_map(move |event| {
         let items: Vec<Result<Tenant, watcher::Error>> = match event {
             Ok(event) => index
-                .triggers(&event, &store.state())
+                .triggers(&event, || store.state())
                 .into_iter()
                 .map(Ok)
                 .collect(),
@@ -267,16 +268,20 @@ mod tests {
         let store: Vec<Arc<Tenant>> = [&a, &b, &c].map(|t| Arc::new(t.clone())).to_vec();
 
         // The initial list: nothing until it is complete, then everyone.
-        assert!(index.triggers(&watcher::Event::Init, &store).is_empty());
+        assert!(
+            index
+                .triggers(&watcher::Event::Init, || store.clone())
+                .is_empty()
+        );
         for x in [&a, &b, &c] {
             assert!(
                 index
-                    .triggers(&watcher::Event::InitApply(x.clone()), &store)
+                    .triggers(&watcher::Event::InitApply(x.clone()), || store.clone())
                     .is_empty()
             );
         }
         assert_eq!(
-            names(&index.triggers(&watcher::Event::InitDone, &store)),
+            names(&index.triggers(&watcher::Event::InitDone, || store.clone())),
             ["a", "b", "c"]
         );
 
@@ -284,14 +289,14 @@ mod tests {
         let mut a2 = a.clone();
         a2.spec.default_pool_size = 3;
         assert_eq!(
-            names(&index.triggers(&watcher::Event::Apply(a2), &store)),
+            names(&index.triggers(&watcher::Event::Apply(a2), || store.clone())),
             ["a"]
         );
 
         // Deleting the holder wakes the other claimant of its id.
         let after: Vec<Arc<Tenant>> = store[1..].to_vec();
         assert_eq!(
-            names(&index.triggers(&watcher::Event::Delete(a.clone()), &after)),
+            names(&index.triggers(&watcher::Event::Delete(a.clone()), || after.clone())),
             ["b"]
         );
 
@@ -299,7 +304,7 @@ mod tests {
         let c2 = t("c", "ns", "externalId: acme\n");
         let after: Vec<Arc<Tenant>> = vec![Arc::new(b.clone()), Arc::new(c2.clone())];
         assert_eq!(
-            names(&index.triggers(&watcher::Event::Apply(c2), &after)),
+            names(&index.triggers(&watcher::Event::Apply(c2), || after.clone())),
             ["c", "b"]
         );
 
@@ -310,7 +315,7 @@ mod tests {
             Arc::new(t("c", "ns", "externalId: acme\n")),
         ];
         assert_eq!(
-            names(&index.triggers(&watcher::Event::Apply(b2), &after)),
+            names(&index.triggers(&watcher::Event::Apply(b2), || after.clone())),
             ["b", "c"]
         );
     }
