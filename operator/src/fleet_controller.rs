@@ -8,7 +8,7 @@
 //! 2. **validate and build**: every child is built by the pure builders first, so an invalid
 //!    spec changes nothing in the cluster; it is reported as `Ready=False` (reason
 //!    `InvalidSpec`) and the fleet waits for its next change instead of being retried;
-//! 3. **apply**: each child is server-side applied under [`FIELD_MANAGER`] with `force`, in
+//! 3. **apply**: each child is server-side applied under [`FIELD_MANAGER`](crate::FIELD_MANAGER) with `force`, in
 //!    dependency order (ServiceAccount, Role, RoleBinding, Deployment, Service, then the
 //!    PodDisruptionBudget, which is deleted when the builder says the fleet should have none);
 //! 4. **status**: replicas, ready replicas, the pod selector, `observedGeneration` and the
@@ -19,8 +19,7 @@
 //! Errors are retried with a per-fleet exponential backoff ([`Context`] tracks it): 1 s, 2 s,
 //! 4 s, ... up to 5 minutes, reset by the next successful reconcile.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt as _;
@@ -30,7 +29,7 @@ use k8s_openapi::api::core::v1::{Service, ServiceAccount};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
-use kube::api::{Api, DeleteParams, Patch, PatchParams, Preconditions};
+use kube::api::{Api, DeleteParams, Patch, Preconditions};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::watcher;
 use kube::{Client, Resource, ResourceExt as _};
@@ -38,7 +37,9 @@ use pgfleet_crds::{PoolerFleet, PoolerFleetStatus};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::FIELD_MANAGER;
+use crate::apply::{apply_params, server_side_apply};
+use crate::backoff::object_key;
+pub use crate::backoff::{BACKOFF_INITIAL, BACKOFF_MAX, Backoff};
 use crate::resources::{
     BuildError, FleetIdentity, deployment, pod_disruption_budget, role, role_binding,
     selector_string, service, service_account,
@@ -65,10 +66,6 @@ pub const REASON_INVALID_SPEC: &str = "InvalidSpec";
 /// How often a healthy fleet is reconciled even without a watch event (a safety net against
 /// missed events; changes to the fleet or its children trigger a reconcile at once).
 pub const RESYNC_INTERVAL: Duration = Duration::from_secs(5 * 60);
-/// The first retry delay after a failed reconcile.
-pub const BACKOFF_INITIAL: Duration = Duration::from_secs(1);
-/// The longest retry delay after repeated failures.
-pub const BACKOFF_MAX: Duration = Duration::from_secs(5 * 60);
 
 /// Why a reconcile failed. Every variant is retried with backoff by [`error_policy`].
 #[derive(Debug, thiserror::Error)]
@@ -120,66 +117,6 @@ impl Context {
     }
 }
 
-/// Per-object exponential backoff: the delay doubles with each consecutive failure of the same
-/// object, from `initial` up to `max`, and a success forgets the object.
-///
-/// kube's `Controller` calls `error_policy` only on failure and has no per-object backoff of
-/// its own (kube-rs/kube#1916), so the count lives here.
-#[derive(Debug)]
-pub struct Backoff {
-    initial: Duration,
-    max: Duration,
-    failures: Mutex<HashMap<String, u32>>,
-}
-
-impl Backoff {
-    /// A backoff starting at `initial` and capped at `max`.
-    pub fn new(initial: Duration, max: Duration) -> Self {
-        Backoff {
-            initial,
-            max,
-            failures: Mutex::new(HashMap::new()),
-        }
-    }
-
-    /// Records a failure of `key` and returns how long to wait before retrying it.
-    pub fn failed(&self, key: &str) -> Duration {
-        let mut failures = self.failures.lock().unwrap_or_else(PoisonError::into_inner);
-        let count = failures.entry(key.to_string()).or_insert(0);
-        *count = count.saturating_add(1);
-        delay_after(*count, self.initial, self.max)
-    }
-
-    /// Records a success of `key`: its next failure waits `initial` again.
-    pub fn succeeded(&self, key: &str) {
-        self.failures
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .remove(key);
-    }
-
-    /// Consecutive failures of `key`.
-    pub fn failures(&self, key: &str) -> u32 {
-        self.failures
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(key)
-            .copied()
-            .unwrap_or(0)
-    }
-}
-
-/// The delay after the `failures`-th consecutive failure: `initial * 2^(failures - 1)`, at most
-/// `max`.
-fn delay_after(failures: u32, initial: Duration, max: Duration) -> Duration {
-    let exponent = failures.saturating_sub(1).min(31);
-    initial.saturating_mul(1u32 << exponent).min(max)
-}
-
-fn object_key(namespace: &str, name: &str) -> String {
-    format!("{namespace}/{name}")
-}
-
 fn fleet_key(fleet: &PoolerFleet) -> String {
     object_key(
         fleet.metadata.namespace.as_deref().unwrap_or_default(),
@@ -206,12 +143,6 @@ fn build_children(fleet: &PoolerFleet, default_image: &str) -> Result<Children, 
         service: service(fleet)?,
         pod_disruption_budget: pod_disruption_budget(fleet)?,
     })
-}
-
-/// Server-side apply parameters for everything the operator writes: one field manager, and
-/// conflicts forced (the operator's view of its own fields wins over manual edits).
-fn apply_params() -> PatchParams {
-    PatchParams::apply(FIELD_MANAGER).force()
 }
 
 /// Reconciles one fleet: builds every child, applies them, deletes a PodDisruptionBudget the
@@ -337,8 +268,7 @@ where
         + std::fmt::Debug,
 {
     let name = obj.name_any();
-    let api: Api<K> = Api::namespaced(client.clone(), namespace);
-    api.patch(&name, &apply_params(), &Patch::Apply(obj))
+    server_side_apply(client, namespace, obj)
         .await
         .map_err(Error::kube(format!(
             "server-side apply of {} {namespace}/{name}",
@@ -631,21 +561,6 @@ mod tests {
             .iter()
             .find(|c| c.type_ == type_)
             .expect("condition present")
-    }
-
-    #[test]
-    fn backoff_doubles_per_object_up_to_the_cap_and_resets_on_success() {
-        let backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(300));
-        let delays: Vec<u64> = (0..11).map(|_| backoff.failed("db/a").as_secs()).collect();
-        assert_eq!(delays, [1, 2, 4, 8, 16, 32, 64, 128, 256, 300, 300]);
-        assert_eq!(backoff.failed("db/b"), Duration::from_secs(1), "per object");
-        backoff.succeeded("db/a");
-        assert_eq!(backoff.failures("db/a"), 0);
-        assert_eq!(backoff.failed("db/a"), Duration::from_secs(1));
-        assert_eq!(
-            delay_after(u32::MAX, BACKOFF_INITIAL, BACKOFF_MAX),
-            BACKOFF_MAX
-        );
     }
 
     #[test]

@@ -9,10 +9,13 @@
 //! The reconcile loop is a small pipeline (fetch → validate → build → apply → status). The
 //! "build" step is [`resources`]: pure functions from custom resources to the Kubernetes objects
 //! the operator applies, unit-tested without an API server. [`fleet_controller`] runs the whole
-//! pipeline for `PoolerFleet`s (the `Tenant` controller is not written yet).
+//! pipeline for `PoolerFleet`s, [`tenant_controller`] for `Tenant`s.
 
+mod apply;
+pub mod backoff;
 pub mod fleet_controller;
 pub mod resources;
+pub mod tenant_controller;
 
 pub use fleet_controller::{
     Context, Error, error_policy, reconcile_fleet, run_fleet_controller, run_fleet_controller_in,
