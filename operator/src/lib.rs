@@ -11,7 +11,12 @@
 //! the operator applies, unit-tested without an API server. [`fleet_controller`] runs the whole
 //! pipeline for `PoolerFleet`s (the `Tenant` controller is not written yet).
 
+pub mod admin;
+pub mod app;
+pub mod config;
 pub mod fleet_controller;
+pub mod leader_election;
+pub mod metrics;
 pub mod resources;
 
 pub use fleet_controller::{
