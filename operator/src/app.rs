@@ -41,6 +41,8 @@ use crate::metrics::Metrics;
 pub const CONTROLLER_STOP_TIMEOUT: Duration = Duration::from_secs(5);
 /// The most time releasing the Lease at shutdown may take.
 pub const RELEASE_TIMEOUT: Duration = Duration::from_secs(5);
+/// The most time the admin server gets to finish its requests at shutdown.
+pub const ADMIN_STOP_TIMEOUT: Duration = Duration::from_secs(2);
 /// Pause between two attempts to reach the API server at start.
 const API_RETRY: Duration = Duration::from_secs(2);
 
@@ -143,7 +145,13 @@ pub async fn run(args: Args) -> Result<(), RunError> {
     health.set_role(Role::Stopping);
     metrics.set_leader(false);
     admin_stop.cancel();
-    let _ = admin.await;
+    // Graceful, but a client holding a connection open must not keep the process alive.
+    if tokio::time::timeout(ADMIN_STOP_TIMEOUT, admin)
+        .await
+        .is_err()
+    {
+        tracing::debug!("admin server still had connections open; leaving them");
+    }
     if result.is_ok() {
         tracing::info!("stopped");
     }
