@@ -72,6 +72,9 @@ pub enum RunError {
     /// A controller stopped although nothing asked it to.
     #[error("the {0} controller stopped unexpectedly")]
     ControllerStopped(&'static str),
+    /// A controller's task panicked.
+    #[error("a controller failed: {0}")]
+    ControllerFailed(String),
 }
 
 /// What the controllers need, built once per process.
@@ -219,14 +222,14 @@ async fn run_elected(
     );
     // A standby is healthy and ready: it only waits.
     health.set_role(Role::Standby);
-    tokio::select! {
+    let acquired = tokio::select! {
         _ = shutdown.cancelled() => {
             // The attempt cut short may have written the Lease: give it back if so.
             release(&mut elector).await;
             return Ok(());
         }
-        () = elector.acquire() => {}
-    }
+        acquired = elector.acquire() => acquired,
+    };
 
     settings.metrics.became_leader();
     settings.metrics.set_leader(true);
@@ -237,7 +240,7 @@ async fn run_elected(
 
     let result = tokio::select! {
         _ = shutdown.cancelled() => Ok(()),
-        lost = elector.hold() => Err(RunError::LostLeadership(lost)),
+        lost = elector.hold(acquired) => Err(RunError::LostLeadership(lost)),
         ended = controllers.join_next() => Err(stopped(ended)),
     };
     health.set_role(Role::Stopping);
@@ -272,11 +275,8 @@ async fn release(elector: &mut LeaderElector) {
 fn stopped(ended: Option<Result<&'static str, tokio::task::JoinError>>) -> RunError {
     match ended {
         Some(Ok(name)) => RunError::ControllerStopped(name),
-        Some(Err(error)) => {
-            tracing::error!(%error, "a controller task failed");
-            RunError::ControllerStopped("a")
-        }
-        None => RunError::ControllerStopped("every"),
+        Some(Err(error)) => RunError::ControllerFailed(error.to_string()),
+        None => RunError::ControllerFailed("no controller is running".into()),
     }
 }
 

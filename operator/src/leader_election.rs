@@ -387,15 +387,17 @@ impl LeaderElector {
         Ok(Attempt::Held { takeover })
     }
 
-    /// Tries every retry period (plus up to 20 % jitter) until this candidate holds the Lease.
+    /// Tries every retry period (plus up to 20 % jitter) until this candidate holds the Lease,
+    /// and returns when the successful attempt started (pass it to [`LeaderElector::hold`]).
     /// Runs until then: select it against a shutdown signal.
-    pub async fn acquire(&mut self) {
+    pub async fn acquire(&mut self) -> Instant {
         let mut last_holder: Option<String> = None;
         loop {
+            let started = Instant::now();
             let attempt =
                 tokio::time::timeout(self.config.renew_deadline, self.try_acquire_or_renew()).await;
             match attempt {
-                Ok(Ok(Attempt::Held { .. })) => return,
+                Ok(Ok(Attempt::Held { .. })) => return started,
                 Ok(Ok(Attempt::HeldBy(holder))) => {
                     if last_holder.as_ref() != Some(&holder) {
                         tracing::info!(
@@ -422,13 +424,15 @@ impl LeaderElector {
     }
 
     /// Renews the Lease every retry period for as long as it can, starting from a successful
-    /// acquisition just made; returns when leadership is lost: another candidate holds the
-    /// Lease, or no renewal succeeded within the renew deadline (each attempt is cut off
-    /// there too). The deadline counts from the *start* of the last successful attempt, the
-    /// time its `renewTime` was taken.
-    pub async fn hold(&mut self) -> LostLeadership {
+    /// acquisition or renewal that started at `acquired` (what [`LeaderElector::acquire`]
+    /// returns); returns when leadership is lost: another candidate holds the Lease, or no
+    /// renewal succeeded within the renew deadline (each attempt is cut off there too). The
+    /// deadline counts from the *start* of the last successful attempt, before its
+    /// `renewTime` was taken, so the leader always gives up before a standby that saw that
+    /// renewal can take over.
+    pub async fn hold(&mut self, acquired: Instant) -> LostLeadership {
         let deadline = self.config.renew_deadline;
-        let mut last_renewed = Instant::now();
+        let mut last_renewed = acquired;
         loop {
             let remaining = deadline.saturating_sub(last_renewed.elapsed());
             tokio::time::sleep(self.config.retry_period.min(remaining)).await;

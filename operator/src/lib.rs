@@ -10,6 +10,10 @@
 //! "build" step is [`resources`]: pure functions from custom resources to the Kubernetes objects
 //! the operator applies, unit-tested without an API server. [`fleet_controller`] runs the whole
 //! pipeline for `PoolerFleet`s (the `Tenant` controller is not written yet).
+//!
+//! The `pgfleet-operator` binary is [`app::run`]: flags in [`config`], leader election on a
+//! Lease in [`leader_election`] (only the leader runs the controllers), `/healthz`, `/readyz`
+//! and `/metrics` in [`admin`] and [`metrics`].
 
 pub mod admin;
 pub mod app;

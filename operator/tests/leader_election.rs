@@ -186,9 +186,10 @@ async fn a_leader_cut_off_from_the_api_gives_up_within_the_renew_deadline() {
         ..config(&ns, "a", Duration::from_secs(3))
     };
     let mut a = LeaderElector::new(cut_off, config);
+    let acquired = Instant::now();
     assert_eq!(attempt(&mut a).await, Attempt::Held { takeover: true });
 
-    let holding = tokio::spawn(async move { a.hold().await });
+    let holding = tokio::spawn(async move { a.hold(acquired).await });
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert!(!holding.is_finished(), "renewals go through the proxy");
     tokio::task::block_in_place(|| proxy.cut());
@@ -212,8 +213,9 @@ async fn hold_returns_when_someone_else_takes_the_lease() {
     let client = client().await;
     let ns = namespace();
     let mut a = LeaderElector::new(client.clone(), config(&ns, "a", Duration::from_secs(30)));
+    let acquired = Instant::now();
     assert_eq!(attempt(&mut a).await, Attempt::Held { takeover: true });
-    let holding = tokio::spawn(async move { a.hold().await });
+    let holding = tokio::spawn(async move { a.hold(acquired).await });
     tokio::task::block_in_place(|| {
         cp().kubectl(&[
             "patch",
