@@ -3,7 +3,8 @@
 //! reconciles; the standby takes over when the leader is killed (after the Lease expires) or
 //! stops (at once: the Lease is released); a leader that loses the Lease or the API exits
 //! non-zero before anyone else takes over; `--no-leader-election` runs the controllers at
-//! once; a missing Lease namespace is a clear error; `--help` documents every flag.
+//! once; `/readyz` waits for the API server; a missing Lease namespace is a clear error;
+//! `--help` documents every flag.
 //!
 //! Every process runs inside a guard that kills it on drop (and prints its log when the test
 //! failed), and every wait is bounded.
@@ -491,6 +492,38 @@ fn without_leader_election_the_controllers_run_at_once() {
         "{}",
         operator.context()
     );
+    operator.signal("-TERM");
+    let status = operator.wait_exit(Duration::from_secs(15));
+    assert!(status.success(), "exit {status}:\n{}", operator.context());
+}
+
+#[test]
+fn ready_only_once_the_api_server_answers() {
+    // An API server address that refuses connections, until a proxy opens there.
+    let mut proxy = TcpProxy::start(apiserver_addr());
+    let api = proxy.addr();
+    proxy.cut();
+    let setup = Setup {
+        kubeconfig: kubeconfig_via(api),
+        ..Setup::new(FAST)
+    };
+    let mut operator = setup.start("op-early", &[]);
+    wait_until(
+        "/readyz to say the API has not answered",
+        WAIT,
+        || operator.context(),
+        || {
+            let (status, body) = http_get(operator.admin, "/readyz").ok()?;
+            (status == 503 && body.contains("Kubernetes API")).then_some(())
+        },
+    );
+    operator.assert_healthy();
+    assert_eq!(operator.metric(LEADER), Some(0.0));
+
+    let _proxy = TcpProxy::start_on(api, apiserver_addr());
+    operator.wait_ready_as("leader");
+    operator.wait_leader_gauge(1.0);
+
     operator.signal("-TERM");
     let status = operator.wait_exit(Duration::from_secs(15));
     assert!(status.success(), "exit {status}:\n{}", operator.context());

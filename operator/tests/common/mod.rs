@@ -178,9 +178,15 @@ pub struct TcpProxy {
 }
 
 impl TcpProxy {
-    /// Starts forwarding to `upstream`.
+    /// Starts forwarding to `upstream` from a free loopback port.
     pub fn start(upstream: SocketAddr) -> TcpProxy {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind proxy");
+        TcpProxy::start_on(SocketAddr::from(([127, 0, 0, 1], 0)), upstream)
+    }
+
+    /// Starts forwarding to `upstream` from `listen` (e.g. the address of a proxy cut
+    /// earlier, to bring a client's API server back).
+    pub fn start_on(listen: SocketAddr, upstream: SocketAddr) -> TcpProxy {
+        let listener = TcpListener::bind(listen).expect("bind proxy");
         listener.set_nonblocking(true).expect("nonblocking");
         let addr = listener.local_addr().expect("proxy addr");
         let cut = Arc::new(AtomicBool::new(false));
