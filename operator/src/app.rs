@@ -8,11 +8,12 @@
 //! 4. With leader election, the replica competes for the Lease and stands by (ready, `leader`
 //!    0) until it holds it; the leader then starts the controllers ([`start_controllers`]) and
 //!    renews the Lease. Without, the controllers start at once.
-//! 5. SIGTERM or SIGINT: the controllers stop (in-flight reconciles get
-//!    [`CONTROLLER_STOP_TIMEOUT`] to finish), the leader releases the Lease so a standby takes
-//!    over at once, and the process exits 0. A leader that cannot renew the Lease within the
-//!    renew deadline, or whose controller stops on its own, exits non-zero instead (as
-//!    controller-runtime does): Kubernetes restarts it, as a standby.
+//! 5. SIGTERM or SIGINT: the controllers stop (in-flight reconciles get up to
+//!    [`CONTROLLER_STOP_TIMEOUT`] to finish, less if the renew deadline comes first), the
+//!    leader releases the Lease so a standby takes over at once, and the process exits 0. A
+//!    leader that cannot renew the Lease within the renew deadline, or whose controller stops
+//!    on its own, exits non-zero instead (as controller-runtime does): Kubernetes restarts it,
+//!    as a standby.
 
 use std::fmt::Debug;
 use std::future::Future;
@@ -199,7 +200,7 @@ async fn run_unelected(
         ended = controllers.join_next() => Err(stopped(ended)),
     };
     health.set_role(Role::Stopping);
-    stop(&mut controllers, &stop_controllers).await;
+    stop(&mut controllers, &stop_controllers, CONTROLLER_STOP_TIMEOUT).await;
     result
 }
 
@@ -252,7 +253,10 @@ async fn run_elected(
             controllers.abort_all();
         }
         _ => {
-            stop(&mut controllers, &stop_controllers).await;
+            // Nothing renews the Lease while the controllers drain: they must be gone before
+            // a standby could take over.
+            let drain = CONTROLLER_STOP_TIMEOUT.min(elector.leadership_left());
+            stop(&mut controllers, &stop_controllers, drain).await;
             release(&mut elector).await;
         }
     }
@@ -280,11 +284,14 @@ fn stopped(ended: Option<Result<&'static str, tokio::task::JoinError>>) -> RunEr
     }
 }
 
-/// Asks the controllers to stop gracefully, waits up to [`CONTROLLER_STOP_TIMEOUT`], then
-/// aborts the rest.
-async fn stop(controllers: &mut JoinSet<&'static str>, stop: &CancellationToken) {
+/// Asks the controllers to stop gracefully, waits up to `timeout`, then aborts the rest.
+async fn stop(
+    controllers: &mut JoinSet<&'static str>,
+    stop: &CancellationToken,
+    timeout: Duration,
+) {
     stop.cancel();
-    let drained = tokio::time::timeout(CONTROLLER_STOP_TIMEOUT, async {
+    let drained = tokio::time::timeout(timeout, async {
         while controllers.join_next().await.is_some() {}
     })
     .await;

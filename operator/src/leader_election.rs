@@ -270,6 +270,8 @@ pub struct LeaderElector {
     api: Api<Lease>,
     config: ElectionConfig,
     observed: Option<Observed>,
+    /// When the last successful acquisition or renewal started, while leading.
+    last_renewed: Option<Instant>,
 }
 
 impl LeaderElector {
@@ -279,7 +281,18 @@ impl LeaderElector {
             api: Api::namespaced(client, &config.namespace),
             config,
             observed: None,
+            last_renewed: None,
         }
+    }
+
+    /// How much longer this candidate may act as leader without another renewal: the renew
+    /// deadline minus the time since the start of its last successful acquisition or renewal
+    /// (zero when it does not lead). Work done as leader after [`LeaderElector::hold`] returned
+    /// (e.g. draining controllers at shutdown) must end within it.
+    pub fn leadership_left(&self) -> Duration {
+        self.last_renewed.map_or(Duration::ZERO, |at| {
+            self.config.renew_deadline.saturating_sub(at.elapsed())
+        })
     }
 
     /// The settings.
@@ -397,7 +410,10 @@ impl LeaderElector {
             let attempt =
                 tokio::time::timeout(self.config.renew_deadline, self.try_acquire_or_renew()).await;
             match attempt {
-                Ok(Ok(Attempt::Held { .. })) => return started,
+                Ok(Ok(Attempt::Held { .. })) => {
+                    self.last_renewed = Some(started);
+                    return started;
+                }
                 Ok(Ok(Attempt::HeldBy(holder))) => {
                     if last_holder.as_ref() != Some(&holder) {
                         tracing::info!(
@@ -433,6 +449,7 @@ impl LeaderElector {
     pub async fn hold(&mut self, acquired: Instant) -> LostLeadership {
         let deadline = self.config.renew_deadline;
         let mut last_renewed = acquired;
+        self.last_renewed = Some(acquired);
         loop {
             let remaining = deadline.saturating_sub(last_renewed.elapsed());
             tokio::time::sleep(self.config.retry_period.min(remaining)).await;
@@ -442,7 +459,10 @@ impl LeaderElector {
             }
             let started = Instant::now();
             match tokio::time::timeout(remaining, self.try_acquire_or_renew()).await {
-                Ok(Ok(Attempt::Held { .. })) => last_renewed = started,
+                Ok(Ok(Attempt::Held { .. })) => {
+                    last_renewed = started;
+                    self.last_renewed = Some(started);
+                }
                 Ok(Ok(Attempt::HeldBy(holder))) => return LostLeadership::TakenBy(holder),
                 Ok(Err(error)) => tracing::warn!(%error, "cannot renew the Lease; retrying"),
                 Err(_) => return LostLeadership::RenewDeadline(deadline),
@@ -472,6 +492,7 @@ impl LeaderElector {
             .await
             .map_err(self.kube_error("update"))?;
         self.observed = None;
+        self.last_renewed = None;
         tracing::info!(lease = %self.lease_key(), identity = %self.config.identity, "released the Lease");
         Ok(true)
     }
