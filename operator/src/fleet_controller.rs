@@ -239,15 +239,22 @@ where
     }
 }
 
-async fn run(client: Client, ctx: Arc<Context>, namespace: Option<&str>) {
+/// The fleet controller's watches (fleets and their children, in `namespace` or everywhere),
+/// not yet running: for runners that wrap [`reconcile_fleet`] (e.g. with metrics) and consume
+/// the result stream themselves.
+pub fn fleet_controller(client: &Client, namespace: Option<&str>) -> Controller<PoolerFleet> {
     let wc = watcher::Config::default;
-    Controller::new(api_in::<PoolerFleet>(&client, namespace), wc())
-        .owns(api_in::<Deployment>(&client, namespace), wc())
-        .owns(api_in::<Service>(&client, namespace), wc())
-        .owns(api_in::<ServiceAccount>(&client, namespace), wc())
-        .owns(api_in::<Role>(&client, namespace), wc())
-        .owns(api_in::<RoleBinding>(&client, namespace), wc())
-        .owns(api_in::<PodDisruptionBudget>(&client, namespace), wc())
+    Controller::new(api_in::<PoolerFleet>(client, namespace), wc())
+        .owns(api_in::<Deployment>(client, namespace), wc())
+        .owns(api_in::<Service>(client, namespace), wc())
+        .owns(api_in::<ServiceAccount>(client, namespace), wc())
+        .owns(api_in::<Role>(client, namespace), wc())
+        .owns(api_in::<RoleBinding>(client, namespace), wc())
+        .owns(api_in::<PodDisruptionBudget>(client, namespace), wc())
+}
+
+async fn run(client: Client, ctx: Arc<Context>, namespace: Option<&str>) {
+    fleet_controller(&client, namespace)
         .run(reconcile_fleet, error_policy, ctx)
         .for_each(|result| async move {
             match result {

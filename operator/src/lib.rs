@@ -10,10 +10,19 @@
 //! "build" step is [`resources`]: pure functions from custom resources to the Kubernetes objects
 //! the operator applies, unit-tested without an API server. [`fleet_controller`] runs the whole
 //! pipeline for `PoolerFleet`s, [`tenant_controller`] for `Tenant`s.
+//!
+//! The `pgfleet-operator` binary is [`app::run`]: flags in [`config`], leader election on a
+//! Lease in [`leader_election`] (only the leader runs the controllers), `/healthz`, `/readyz`
+//! and `/metrics` in [`admin`] and [`metrics`].
 
+pub mod admin;
+pub mod app;
 mod apply;
 pub mod backoff;
+pub mod config;
 pub mod fleet_controller;
+pub mod leader_election;
+pub mod metrics;
 pub mod resources;
 pub mod tenant_controller;
 

@@ -76,7 +76,7 @@ use pgfleet_crds::{PoolerFleet, Tenant};
 use crate::backoff::{BACKOFF_INITIAL, BACKOFF_MAX, Backoff, object_key};
 use crate::resources::RenderError;
 
-pub use reconcile::budget_replicas;
+pub use reconcile::{budget_replicas, reconcile};
 
 /// The finalizer every Tenant carries until its document is deleted.
 pub const FINALIZER: &str = "pgfleet.io/tenant-document";
@@ -143,8 +143,9 @@ impl Context {
     }
 }
 
-/// The context plus the controller's view of every Tenant (its reflector's store).
-struct State {
+/// The context plus the controller's view of every Tenant (its reflector's store): what each
+/// reconcile is given. Opaque outside this module; built by [`tenant_controller`].
+pub struct State {
     ctx: Arc<Context>,
     tenants: Store<Tenant>,
 }
@@ -157,7 +158,7 @@ fn tenant_key(tenant: &Tenant) -> String {
 }
 
 /// Retries a failed reconcile after the Tenant's next backoff delay.
-fn error_policy(tenant: Arc<Tenant>, error: &Error, state: Arc<State>) -> Action {
+pub fn error_policy(tenant: Arc<Tenant>, error: &Error, state: Arc<State>) -> Action {
     let key = tenant_key(&tenant);
     let backoff = &state.ctx.backoff;
     let delay = backoff.failed(&key);
@@ -200,35 +201,9 @@ where
 }
 
 async fn run(client: Client, ctx: Arc<Context>, namespace: Option<&str>) {
-    let wc = watcher::Config::default;
-    let (store, writer) = reflector::store::<Tenant>();
-    let tenants = triggers::tenant_triggers(
-        watcher(api_in::<Tenant>(&client, namespace), wc()),
-        writer,
-        store.clone(),
-    );
-    let fleets = triggers::fleet_changes(watcher(api_in::<PoolerFleet>(&client, namespace), wc()));
-    // Metadata only: the operator reads the Secrets it needs when it needs them.
-    let secrets = watcher(
-        api_in::<PartialObjectMeta<Secret>>(&client, namespace),
-        wc(),
-    )
-    .touched_objects();
-
-    let fleet_store = store.clone();
-    let secret_store = store.clone();
-    let state = Arc::new(State {
-        ctx,
-        tenants: store.clone(),
-    });
-    Controller::for_stream(tenants, store)
-        .watches_stream(fleets, move |fleet| {
-            triggers::tenants_of_fleet(&fleet_store.state(), &fleet)
-        })
-        .watches_stream(secrets, move |secret| {
-            triggers::tenants_for_secret(&secret_store.state(), &secret.metadata)
-        })
-        .run(reconcile::reconcile, error_policy, state)
+    let (controller, state) = tenant_controller(&client, ctx, namespace);
+    controller
+        .run(reconcile, error_policy, state)
         .for_each(|result| async move {
             match result {
                 Ok((tenant, _)) => tracing::debug!(tenant = %tenant, "reconciled"),
@@ -236,4 +211,40 @@ async fn run(client: Client, ctx: Arc<Context>, namespace: Option<&str>) {
             }
         })
         .await;
+}
+
+/// The Tenant controller's watches (in `namespace`, or everywhere), and the state its
+/// reconciles share: run it with [`reconcile`] and [`error_policy`]. The operator binary
+/// does, so that it can count and time every reconcile.
+pub fn tenant_controller(
+    client: &Client,
+    ctx: Arc<Context>,
+    namespace: Option<&str>,
+) -> (Controller<Tenant>, Arc<State>) {
+    let wc = watcher::Config::default;
+    let (store, writer) = reflector::store::<Tenant>();
+    let tenants = triggers::tenant_triggers(
+        watcher(api_in::<Tenant>(client, namespace), wc()),
+        writer,
+        store.clone(),
+    );
+    let fleets = triggers::fleet_changes(watcher(api_in::<PoolerFleet>(client, namespace), wc()));
+    // Metadata only: the operator reads the Secrets it needs when it needs them.
+    let secrets =
+        watcher(api_in::<PartialObjectMeta<Secret>>(client, namespace), wc()).touched_objects();
+
+    let fleet_store = store.clone();
+    let secret_store = store.clone();
+    let state = Arc::new(State {
+        ctx,
+        tenants: store.clone(),
+    });
+    let controller = Controller::for_stream(tenants, store)
+        .watches_stream(fleets, move |fleet| {
+            triggers::tenants_of_fleet(&fleet_store.state(), &fleet)
+        })
+        .watches_stream(secrets, move |secret| {
+            triggers::tenants_for_secret(&secret_store.state(), &secret.metadata)
+        });
+    (controller, state)
 }

@@ -35,7 +35,7 @@ pub fn budget_replicas(fleet: &PoolerFleet) -> u32 {
 }
 
 /// Reconciles one Tenant under its finalizer.
-pub(super) async fn reconcile(tenant: Arc<Tenant>, state: Arc<State>) -> Result<Action, Error> {
+pub async fn reconcile(tenant: Arc<Tenant>, state: Arc<State>) -> Result<Action, Error> {
     let namespace = tenant
         .metadata
         .namespace
