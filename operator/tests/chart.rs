@@ -832,3 +832,42 @@ async fn the_fleet_controller_reconciles_as_the_charts_service_account() {
         }
     });
 }
+
+#[test]
+fn the_notes_say_how_to_connect() {
+    let chart = chart_dir();
+    // A client-side dry-run renders NOTES.txt without a cluster.
+    let out = helm(&[
+        "install",
+        "pgfleet",
+        &chart,
+        "-n",
+        "pgfleet-system",
+        "--dry-run=client",
+    ]);
+    assert!(
+        out.contains("psql \"postgresql://app.acme@main.<namespace>.svc:6543/app\""),
+        "{out}"
+    );
+    assert!(out.contains("kubectl apply -n <namespace> -f examples/poolerfleet.yaml"));
+    let out = helm(&[
+        "install",
+        "pgfleet",
+        &chart,
+        "-n",
+        "pgfleet-system",
+        "--dry-run=client",
+        "--set",
+        "defaultFleet.enabled=true",
+        "--set",
+        "defaultFleet.namespace=db",
+    ]);
+    assert!(
+        out.contains("psql \"postgresql://<user>.<tenant>@default.db.svc:6543/<db>\""),
+        "{out}"
+    );
+    assert!(
+        out.contains("kubectl -n db get poolerfleet default"),
+        "{out}"
+    );
+}
