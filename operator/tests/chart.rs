@@ -206,6 +206,7 @@ fn default_render_is_accepted_by_the_api_server() {
             "ClusterRole",
             "ClusterRoleBinding",
             "Deployment",
+            "PodDisruptionBudget",
             "Role",
             "RoleBinding",
             "Service",
@@ -299,6 +300,13 @@ fn the_operator_deployment_follows_the_cli_contract() {
     assert_eq!(sc["readOnlyRootFilesystem"], true);
     assert_eq!(sc["allowPrivilegeEscalation"], false);
     assert_eq!(sc["capabilities"]["drop"][0], "ALL");
+
+    let pdb = one(&docs, "PodDisruptionBudget");
+    assert_eq!(pdb["spec"]["minAvailable"], 1);
+    assert_eq!(
+        pdb["spec"]["selector"]["matchLabels"],
+        deployment["spec"]["selector"]["matchLabels"]
+    );
 
     let service = one(&docs, "Service");
     assert_eq!(service["metadata"]["name"], "pgfleet-metrics");
@@ -410,7 +418,7 @@ fn the_default_fleet_goes_to_the_release_namespace_by_default() {
 #[test]
 fn bad_values_are_refused_with_a_readable_message() {
     let chart = chart_dir();
-    let cases: [(&[&str], &[&str]); 9] = [
+    let cases: [(&[&str], &[&str]); 10] = [
         (
             &["--set-string", "operator.replicas=two"],
             &["/operator/replicas", "got string, want integer"],
@@ -451,6 +459,10 @@ fn bad_values_are_refused_with_a_readable_message() {
         (
             &["--set", "defaultFleet.name=Main_Fleet"],
             &["/defaultFleet/name"],
+        ),
+        (
+            &["--set", "operator.podDisruptionBudget.minAvailable=most"],
+            &["/operator/podDisruptionBudget/minAvailable"],
         ),
         // Not a schema rule: two operators without a leader would fight.
         (
