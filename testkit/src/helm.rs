@@ -4,8 +4,8 @@
 //!
 //! Tests never build it themselves and never skip without it: [`helm_binary`]
 //! panics with the command that builds it. `.ci/run` builds it before the
-//! tests (about two and a half minutes the first time on two cores, instant
-//! once cached).
+//! tests (3 to 7 minutes the first time on two cores, module downloads
+//! included; instant once cached).
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
