@@ -15,6 +15,7 @@ done
 command -v go >/dev/null || [[ -x /usr/local/go/bin/go ]] || fail "Go not found: the operator tests build a real kube-apiserver from Go modules (install Go 1.26+, https://go.dev/doc/install)"
 command -v kubectl >/dev/null || fail "kubectl not found: install it (e.g. apt-get install kubectl, or https://kubernetes.io/docs/tasks/tools/)"
 command -v openssl >/dev/null || fail "openssl not found: apt-get install openssl"
+[[ -x "$(./testkit/helm/build-helm.sh --print-path)" ]] || fail "helm for the chart tests is not built: run ./testkit/helm/build-helm.sh (builds it from its Go module with Go 1.26+, a few minutes once, then cached; .ci/run does this)"
 if [[ $(id -u) == 0 ]]; then
   id postgres >/dev/null 2>&1 || fail "running as root needs a 'postgres' OS user for initdb (created by the postgresql package)"
 fi

@@ -50,6 +50,7 @@
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 #![warn(missing_docs)]
 
+pub mod helm;
 pub mod kube;
 
 use std::ffi::{OsStr, OsString};
