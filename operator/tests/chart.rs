@@ -883,3 +883,109 @@ fn the_notes_say_how_to_connect() {
         "{out}"
     );
 }
+
+/// The whole operator binary, as the chart deploys it: the chart's ServiceAccount and RBAC
+/// only, leader election on the chart's Lease in the release namespace, every namespace
+/// watched. The examples' fleet, Secrets and Tenant must come out rendered and Accepted, and
+/// the operator must never be refused by the API server.
+#[test]
+fn the_operator_binary_runs_on_the_charts_rbac_alone() {
+    use std::process::{Child, Command, Stdio};
+    use std::time::{Duration, Instant};
+
+    struct Killed(Child, PathBuf);
+    impl Drop for Killed {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+            if std::thread::panicking() {
+                let log = std::fs::read_to_string(&self.1).unwrap_or_default();
+                let tail: Vec<&str> = log.lines().rev().take(40).collect();
+                eprintln!("--- operator log ---");
+                for line in tail.iter().rev() {
+                    eprintln!("{line}");
+                }
+            }
+        }
+    }
+
+    let release_ns = fresh_namespace("pgf-chart-bin");
+    let tenant_ns = fresh_namespace("pgf-chart-bin-db");
+    let release = unique("bin");
+    cp().apply_yaml(&render(&release, &release_ns, None));
+    let kubeconfig =
+        cp().kubeconfig_for_service_account(&release_ns, &format!("{release}-pgfleet"));
+    let log = cp().dir().join(format!("{}.log", unique("operator")));
+    let child = Command::new(env!("CARGO_BIN_EXE_pgfleet-operator"))
+        .args(["--admin-addr", "127.0.0.1:0", "--log-format", "json"])
+        .args(["--pooler-image", "registry.invalid/pgfleet-pooler:test"])
+        .args(["--lease-namespace", &release_ns, "--identity", &release])
+        .env("KUBECONFIG", &kubeconfig)
+        .env_remove("PGFLEET_WATCH_NAMESPACE")
+        .env_remove("POD_NAMESPACE")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).expect("log file"))
+        .spawn()
+        .expect("spawn pgfleet-operator");
+    let mut operator = Killed(child, log.clone());
+
+    let examples = repo_root().join("examples");
+    for file in ["poolerfleet.yaml", "secrets.yaml", "tenant.yaml"] {
+        let path = examples.join(file);
+        cp().kubectl(&["apply", "-n", &tenant_ns, "-f", &path.to_string_lossy()]);
+    }
+    let document = pgfleet_operator::resources::tenant_document_secret_name(&tenant_ns, "acme");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(Some(status)) = operator.0.try_wait() {
+            panic!("the operator exited: {status}");
+        }
+        let accepted = cp()
+            .try_kubectl(&[
+                "get",
+                "tenant",
+                "acme",
+                "-n",
+                &tenant_ns,
+                "-o",
+                "jsonpath={.status.conditions[?(@.type==\"Accepted\")].status}",
+            ])
+            .unwrap_or_default();
+        let rendered = cp()
+            .try_kubectl(&["get", "secret", &document, "-n", &tenant_ns, "-o", "name"])
+            .is_ok();
+        let deployed = cp()
+            .try_kubectl(&["get", "deployment", "main", "-n", &tenant_ns, "-o", "name"])
+            .is_ok();
+        if accepted.trim() == "True" && rendered && deployed {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "within 30 s: Tenant Accepted={accepted:?}, document {document} rendered={rendered}, Deployment main={deployed}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let holder = cp().kubectl(&[
+        "get",
+        "lease",
+        "pgfleet-operator",
+        "-n",
+        &release_ns,
+        "-o",
+        "jsonpath={.spec.holderIdentity}",
+    ]);
+    assert_eq!(
+        holder.trim(),
+        release,
+        "the operator holds the chart's Lease"
+    );
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    for refusal in ["forbidden", "Forbidden"] {
+        assert!(
+            !text.contains(refusal),
+            "the API server refused the operator something:\n{text}"
+        );
+    }
+}

@@ -436,14 +436,10 @@ fn the_dockerfiles_build_real_binaries_and_expose_the_right_ports() {
             .iter()
             .find(|(name, _)| name == pkg)
             .unwrap_or_else(|| panic!("{file}: no workspace package {pkg}"));
-        // The operator's binary is written on another branch; until it lands the package is a
-        // library only. Once it has binaries, the Dockerfile must name one of them.
-        if !(pkg == "pgfleet-operator" && bins.is_empty()) {
-            assert!(
-                bins.iter().any(|b| b == bin),
-                "{file}: package {pkg} has no binary {bin} (it has {bins:?})"
-            );
-        }
+        assert!(
+            bins.iter().any(|b| b == bin),
+            "{file}: package {pkg} has no binary {bin} (it has {bins:?})"
+        );
         assert!(
             text.contains(&format!("target/release/{bin} /out/{bin}")),
             "{file}: copies the built binary"
