@@ -31,6 +31,7 @@ use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::api::{Api, DeleteParams, Patch, Preconditions};
 use kube::runtime::controller::{Action, Controller};
+use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::watcher;
 use kube::{Client, Resource, ResourceExt as _};
 use pgfleet_crds::{PoolerFleet, PoolerFleetStatus};
@@ -40,6 +41,8 @@ use serde::de::DeserializeOwned;
 use crate::apply::{apply_params, server_side_apply};
 use crate::backoff::object_key;
 pub use crate::backoff::{BACKOFF_INITIAL, BACKOFF_MAX, Backoff};
+use crate::events::{EventLog, REPORTING_CONTROLLER, publish};
+use crate::fleet_events::fleet_notices;
 use crate::resources::{
     BuildError, FleetIdentity, deployment, pod_disruption_budget, role, role_binding,
     selector_string, service, service_account,
@@ -99,15 +102,19 @@ pub struct Context {
     /// The pooler image for fleets that do not name one (the operator's own version).
     pub default_image: String,
     backoff: Backoff,
+    recorder: Recorder,
+    events: EventLog,
 }
 
 impl Context {
     /// A context with the default backoff (1 s doubling up to 5 minutes).
     pub fn new(client: Client, default_image: impl Into<String>) -> Self {
         Context {
+            recorder: Recorder::new(client.clone(), Reporter::from(REPORTING_CONTROLLER)),
             client,
             default_image: default_image.into(),
             backoff: Backoff::new(BACKOFF_INITIAL, BACKOFF_MAX),
+            events: EventLog::default(),
         }
     }
 
@@ -166,6 +173,8 @@ pub async fn reconcile_fleet(fleet: Arc<PoolerFleet>, ctx: Arc<Context>) -> Resu
     if fleet.metadata.deletion_timestamp.is_some() {
         tracing::debug!(fleet = %key, "fleet is being deleted; its children are garbage-collected");
         ctx.backoff.succeeded(&key);
+        ctx.events
+            .forget(fleet.metadata.uid.as_deref().unwrap_or_default());
         return Ok(Action::await_change());
     }
 
@@ -174,6 +183,7 @@ pub async fn reconcile_fleet(fleet: Arc<PoolerFleet>, ctx: Arc<Context>) -> Resu
         Err(error) => {
             tracing::warn!(fleet = %key, %error, "invalid PoolerFleet spec");
             let desired = fleet_status(&fleet, None, Some(&error), now());
+            announce(&ctx, &fleet, &desired).await;
             write_status(&ctx.client, &fleet, desired).await?;
             ctx.backoff.succeeded(&key);
             return Ok(Action::await_change());
@@ -198,10 +208,19 @@ pub async fn reconcile_fleet(fleet: Arc<PoolerFleet>, ctx: Arc<Context>) -> Resu
     }
 
     let desired = fleet_status(&fleet, Some(&applied_deployment), None, now());
+    announce(&ctx, &fleet, &desired).await;
     write_status(client, &fleet, desired).await?;
 
     ctx.backoff.succeeded(&key);
     Ok(Action::requeue(RESYNC_INTERVAL))
+}
+
+/// Publishes the events the status change from the fleet's current status to `desired`
+/// deserves (see [`crate::fleet_events`]).
+async fn announce(ctx: &Context, fleet: &PoolerFleet, desired: &PoolerFleetStatus) {
+    for notice in fleet_notices(fleet.status.as_ref(), desired) {
+        publish(&ctx.recorder, &ctx.events, fleet, notice).await;
+    }
 }
 
 /// Retries a failed reconcile after the fleet's next backoff delay.

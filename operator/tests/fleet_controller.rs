@@ -480,3 +480,86 @@ async fn a_second_reconcile_of_an_unchanged_fleet_changes_nothing() {
     );
     assert_eq!(ctx.failures(&ns, FLEET), 0);
 }
+
+/// The `(reason, type)` of every operator event about the fleet, oldest first.
+async fn fleet_events(client: &Client, namespace: &str) -> Vec<(String, String)> {
+    use k8s_openapi::api::events::v1::Event;
+    let mut events: Vec<Event> = api::<Event>(client, namespace)
+        .list(&Default::default())
+        .await
+        .expect("list events")
+        .items
+        .into_iter()
+        .filter(|e| {
+            e.regarding.as_ref().and_then(|r| r.kind.as_deref()) == Some("PoolerFleet")
+                && e.reporting_controller.as_deref() == Some("pgfleet-operator")
+        })
+        .collect();
+    events.sort_by_key(|e| e.metadata.creation_timestamp.clone().map(|t| t.0));
+    events
+        .into_iter()
+        .map(|e| (e.reason.unwrap_or_default(), e.type_.unwrap_or_default()))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tells_people_what_changed_with_events() {
+    let client = client().await;
+    let ns = fresh_namespace();
+    let _controller = start_controller(&client, &ns);
+    create_fleet(&ns, 1);
+    let reconciled = ("Reconciled".to_string(), "Normal".to_string());
+    eventually("a Reconciled event", async || {
+        fleet_events(&client, &ns)
+            .await
+            .contains(&reconciled)
+            .then_some(())
+    })
+    .await;
+
+    // The test plays the controller-manager (there is none here): it writes the Deployment's
+    // status as the Deployment controller would, first with the pod ready, then with it gone.
+    let deployment: Deployment = wait_for(&client, &ns, FLEET, "exists", |_| true).await;
+    let generation = deployment.metadata.generation.expect("generation");
+    let set_ready = |ready: i32| {
+        kubectl(&[
+            "patch",
+            "deployment",
+            FLEET,
+            "-n",
+            &ns,
+            "--subresource=status",
+            "--type=merge",
+            "-p",
+            &format!(
+                "{{\"status\":{{\"observedGeneration\":{generation},\"replicas\":1,\
+                 \"readyReplicas\":{ready},\"availableReplicas\":{ready},\"updatedReplicas\":1}}}}"
+            ),
+        ])
+    };
+    set_ready(1);
+    let ready = ("AllReplicasReady".to_string(), "Normal".to_string());
+    let available = ("Available".to_string(), "Normal".to_string());
+    eventually("AllReplicasReady and Available events", async || {
+        let events = fleet_events(&client, &ns).await;
+        (events.contains(&ready) && events.contains(&available)).then_some(())
+    })
+    .await;
+    set_ready(0);
+    let not_ready = ("PodsNotReady".to_string(), "Warning".to_string());
+    let unavailable = ("Unavailable".to_string(), "Warning".to_string());
+    eventually("PodsNotReady and Unavailable warnings", async || {
+        let events = fleet_events(&client, &ns).await;
+        (events.contains(&not_ready) && events.contains(&unavailable)).then_some(())
+    })
+    .await;
+    // A settled fleet says nothing more: a second spell of the same state (and the reconciles
+    // the controller's own writes trigger) adds no event.
+    set_ready(0);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let mut events = fleet_events(&client, &ns).await;
+    events.sort();
+    let mut want = vec![reconciled, ready, available, not_ready, unavailable];
+    want.sort();
+    assert_eq!(events, want, "one event per change");
+}
