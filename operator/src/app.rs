@@ -324,7 +324,7 @@ pub fn start_controllers(
     ));
     controllers.spawn(run_instrumented(
         "fleet",
-        fleet_controller::fleet_controller(client, namespace),
+        fleet_controller::fleet_controller(client, namespace, &fleet_ctx),
         reconcile_fleet,
         error_policy,
         fleet_ctx,

@@ -19,10 +19,10 @@
 //! Errors are retried with a per-fleet exponential backoff ([`Context`] tracks it): 1 s, 2 s,
 //! 4 s, ... up to 5 minutes, reset by the next successful reconcile.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use futures_util::StreamExt as _;
+use futures_util::{FutureExt as _, StreamExt as _};
 use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Service, ServiceAccount};
@@ -32,9 +32,10 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::api::{Api, DeleteParams, Patch, Preconditions};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Recorder, Reporter};
-use kube::runtime::watcher;
+use kube::runtime::reflector::{self, ObjectRef, Store, store::Writer};
+use kube::runtime::{WatchStreamExt as _, watcher};
 use kube::{Client, Resource, ResourceExt as _};
-use pgfleet_crds::{PoolerFleet, PoolerFleetStatus};
+use pgfleet_crds::{PoolerFleet, PoolerFleetStatus, Tenant};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -104,18 +105,43 @@ pub struct Context {
     backoff: Backoff,
     recorder: Recorder,
     events: EventLog,
+    /// Every Tenant the controller can see, for `status.tenants`; fed by the Tenant watch that
+    /// [`fleet_controller`] sets up (empty, and the count left unset, when nothing feeds it).
+    tenants: Store<Tenant>,
+    tenant_feed: Mutex<Option<Writer<Tenant>>>,
 }
 
 impl Context {
     /// A context with the default backoff (1 s doubling up to 5 minutes).
     pub fn new(client: Client, default_image: impl Into<String>) -> Self {
+        let (tenants, feed) = reflector::store();
         Context {
+            tenants,
+            tenant_feed: Mutex::new(Some(feed)),
             recorder: Recorder::new(client.clone(), Reporter::from(REPORTING_CONTROLLER)),
             client,
             default_image: default_image.into(),
             backoff: Backoff::new(BACKOFF_INITIAL, BACKOFF_MAX),
             events: EventLog::default(),
         }
+    }
+
+    /// Accepted Tenants served by the fleet `namespace/name` (whose status names it), or
+    /// `None` while the Tenant watch has not listed them yet (or does not run).
+    fn tenant_count(&self, namespace: &str, name: &str) -> Option<i32> {
+        // Listed at least once (the store is ready only after the watch's first full list).
+        let listed = self.tenants.wait_until_ready().now_or_never();
+        if !matches!(listed, Some(Ok(()))) {
+            return None;
+        }
+        let fleet = object_key(namespace, name);
+        let count = self
+            .tenants
+            .state()
+            .iter()
+            .filter(|t| serves(t, &fleet))
+            .count();
+        Some(i32::try_from(count).unwrap_or(i32::MAX))
     }
 
     /// Consecutive failed reconciles of the fleet `namespace/name` (0 after a success).
@@ -207,7 +233,8 @@ pub async fn reconcile_fleet(fleet: Arc<PoolerFleet>, ctx: Arc<Context>) -> Resu
         }
     }
 
-    let desired = fleet_status(&fleet, Some(&applied_deployment), None, now());
+    let mut desired = fleet_status(&fleet, Some(&applied_deployment), None, now());
+    desired.tenants = ctx.tenant_count(&namespace, &name);
     announce(&ctx, &fleet, &desired).await;
     write_status(client, &fleet, desired).await?;
 
@@ -261,19 +288,72 @@ where
 /// The fleet controller's watches (fleets and their children, in `namespace` or everywhere),
 /// not yet running: for runners that wrap [`reconcile_fleet`] (e.g. with metrics) and consume
 /// the result stream themselves.
-pub fn fleet_controller(client: &Client, namespace: Option<&str>) -> Controller<PoolerFleet> {
+pub fn fleet_controller(
+    client: &Client,
+    namespace: Option<&str>,
+    ctx: &Context,
+) -> Controller<PoolerFleet> {
     let wc = watcher::Config::default;
-    Controller::new(api_in::<PoolerFleet>(client, namespace), wc())
+    let controller = Controller::new(api_in::<PoolerFleet>(client, namespace), wc())
         .owns(api_in::<Deployment>(client, namespace), wc())
         .owns(api_in::<Service>(client, namespace), wc())
         .owns(api_in::<ServiceAccount>(client, namespace), wc())
         .owns(api_in::<Role>(client, namespace), wc())
         .owns(api_in::<RoleBinding>(client, namespace), wc())
-        .owns(api_in::<PodDisruptionBudget>(client, namespace), wc())
+        .owns(api_in::<PodDisruptionBudget>(client, namespace), wc());
+    // Tenants wake the fleet they use (and the one they used, for a move), so that
+    // `status.tenants` follows them. Only one controller per context can feed its store.
+    let feed = ctx
+        .tenant_feed
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .take();
+    let Some(feed) = feed else {
+        tracing::warn!(
+            "the Tenant store of this context is already fed; status.tenants stays as it is"
+        );
+        return controller;
+    };
+    let tenants = watcher(api_in::<Tenant>(client, namespace), wc())
+        .default_backoff()
+        .reflect(feed)
+        .touched_objects();
+    controller.watches_stream(tenants, |tenant| fleets_of(&tenant))
+}
+
+/// Whether `tenant` is accepted and served by the fleet `fleet` (`namespace/name`), as the
+/// Tenant controller reports it in the Tenant's status.
+fn serves(tenant: &Tenant, fleet: &str) -> bool {
+    tenant.status.as_ref().is_some_and(|s| {
+        s.fleet.as_deref() == Some(fleet)
+            && s.conditions
+                .iter()
+                .any(|c| c.type_ == pgfleet_crds::tenant::CONDITION_ACCEPTED && c.status == "True")
+    })
+}
+
+/// The fleets a Tenant change concerns: the one its spec names and the one its status says
+/// served it.
+fn fleets_of(tenant: &Tenant) -> Vec<ObjectRef<PoolerFleet>> {
+    let own = tenant.metadata.namespace.clone().unwrap_or_default();
+    let named = &tenant.spec.fleet_ref;
+    let mut refs =
+        vec![ObjectRef::new(&named.name).within(named.namespace.as_deref().unwrap_or(&own))];
+    if let Some((namespace, name)) = tenant
+        .status
+        .as_ref()
+        .and_then(|s| s.fleet.as_deref()?.split_once('/'))
+    {
+        let served = ObjectRef::new(name).within(namespace);
+        if served != refs[0] {
+            refs.push(served);
+        }
+    }
+    refs
 }
 
 async fn run(client: Client, ctx: Arc<Context>, namespace: Option<&str>) {
-    fleet_controller(&client, namespace)
+    fleet_controller(&client, namespace, &ctx)
         .run(reconcile_fleet, error_policy, ctx)
         .for_each(|result| async move {
             match result {
@@ -362,7 +442,7 @@ fn now() -> Time {
 /// `deployment` is the fleet's Deployment as last applied (its `status` is the controller-
 /// manager's view of the pods), `error` a build error that stopped the reconcile. Conditions
 /// keep their `lastTransitionTime` from `fleet.status` unless their status flips; `now` is the
-/// time of a flip. `tenants` is not the fleet controller's to set, so it is left out.
+/// time of a flip. `tenants` is left out: the reconcile counts it from its Tenant store.
 pub fn fleet_status(
     fleet: &PoolerFleet,
     deployment: Option<&Deployment>,
@@ -494,7 +574,7 @@ pub fn fleet_status(
 }
 
 /// Whether writing `desired` would change what the fleet controller owns in `current`: every
-/// field but `tenants`, and the conditions of the types it sets.
+/// field (`tenants` only once it is counted), and the conditions of the types it sets.
 pub fn status_changed(current: Option<&PoolerFleetStatus>, desired: &PoolerFleetStatus) -> bool {
     let Some(current) = current else {
         return true;
@@ -513,6 +593,7 @@ pub fn status_changed(current: Option<&PoolerFleetStatus>, desired: &PoolerFleet
         || current.replicas != desired.replicas
         || current.ready_replicas != desired.ready_replicas
         || current.selector != desired.selector
+        || (desired.tenants.is_some() && current.tenants != desired.tenants)
         || owned_conditions(current) != owned_conditions(desired)
 }
 

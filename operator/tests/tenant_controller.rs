@@ -943,3 +943,44 @@ async fn a_spec_change_re_renders_and_advances_observed_generation() {
     assert!(message.contains("spec.upstream.tls.mode"), "{message}");
     wait_document_gone(&client, &ns, &ns, "acme").await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_fleet_counts_the_tenants_it_serves() {
+    // Both controllers: the Tenant controller accepts Tenants, the fleet controller counts
+    // them into `status.tenants` (the TENANTS column of `kubectl get poolerfleets`).
+    let _shared = EXCLUSIVE.read().await;
+    let client = client().await;
+    let ns = fresh_namespace();
+    let _controller = start_controller(&client, &ns);
+    let fleet_ctx = Arc::new(pgfleet_operator::Context::new(client.clone(), IMAGE));
+    let fleet_client = client.clone();
+    let fleet_ns = ns.clone();
+    let _fleets = Running(tokio::spawn(async move {
+        pgfleet_operator::run_fleet_controller_in(fleet_client, fleet_ctx, &fleet_ns).await;
+    }));
+    let tenants_of = |count: i32| {
+        move |f: &pgfleet_crds::PoolerFleet| {
+            f.status.as_ref().and_then(|s| s.tenants) == Some(count)
+        }
+    };
+    create_fleet(&ns, "replicas: 1");
+    wait_for(&client, &ns, "edge", "tenants: 0", tenants_of(0)).await;
+    create_secret(&ns, "app-pw", &[("password", "pw")]);
+    for name in ["acme", "globex"] {
+        create_tenant(&ns, name, &format!("fleetRef: {{name: edge}}\n{ONE_USER}"));
+    }
+    // Not accepted (its Secret is missing): not counted.
+    create_tenant(
+        &ns,
+        "initech",
+        &format!(
+            "fleetRef: {{name: edge}}\n{}",
+            ONE_USER.replace("app-pw", "nowhere")
+        ),
+    );
+    wait_for(&client, &ns, "edge", "tenants: 2", tenants_of(2)).await;
+    kubectl(&["delete", "tenant", "globex", "-n", &ns, "--wait=false"]);
+    wait_for(&client, &ns, "edge", "tenants: 1", tenants_of(1)).await;
+    create_secret(&ns, "nowhere", &[("password", "pw")]);
+    wait_for(&client, &ns, "edge", "tenants: 2 again", tenants_of(2)).await;
+}

@@ -44,11 +44,9 @@
 //!   Secrets, fleets and other Tenants wake a Tenant up through watches ([`triggers`]).
 //! - Errors are retried per Tenant with exponential backoff (1 s doubling to 5 minutes), reset
 //!   by the next success.
-//! - `PoolerFleet.status.tenants` is not written (yet). Counting accepted Tenants from each
-//!   Tenant's reconcile races: reconciles of different Tenants run concurrently, each counts
-//!   from a store that may not show the others' latest status yet, and the last write wins, so
-//!   the count could settle wrong. It wants a single writer (e.g. the fleet controller
-//!   counting from a Tenant reflector).
+//! - `PoolerFleet.status.tenants` is the fleet controller's to write (a single writer, counting
+//!   the Accepted Tenants whose status names the fleet, from its own Tenant reflector):
+//!   counting from each Tenant's reconcile would race, the last concurrent write winning.
 //!
 //! [`Action::await_change`]: kube::runtime::controller::Action::await_change
 
