@@ -27,8 +27,10 @@ use tokio_postgres::{Client, NoTls, SimpleQueryMessage};
 pub const OPERATOR_BIN: &str = env!("CARGO_BIN_EXE_pgfleet-operator");
 /// The pooler binary, built in this package (see the crate documentation).
 pub const POOLER_BIN: &str = env!("CARGO_BIN_EXE_pgfleet-pooler");
-/// Pause between two looks while waiting.
+/// Pause between two looks while waiting (short: some waits are latency measurements).
 pub const POLL: Duration = Duration::from_millis(10);
+/// How long a start, a reconcile or an exit may take here (far above what they need).
+pub const WAIT: Duration = Duration::from_secs(30);
 /// Lines of each log shown when a test fails.
 const LOG_TAIL: usize = 60;
 
@@ -46,7 +48,7 @@ pub fn unique(prefix: &str, sep: char) -> String {
     )
 }
 
-/// `n` distinct free loopback ports (bound together, then released).
+/// `N` distinct free loopback ports (bound together, then released).
 pub fn free_ports<const N: usize>() -> [u16; N] {
     let listeners: Vec<TcpListener> = (0..N)
         .map(|_| TcpListener::bind("127.0.0.1:0").expect("bind a free port"))
@@ -368,9 +370,6 @@ impl Operator {
         Operator { process, admin }
     }
 }
-
-/// How long a start, a reconcile or an exit may take here (far above what they need).
-pub const WAIT: Duration = Duration::from_secs(30);
 
 /// The address in the operator's JSON "admin server listening" line.
 fn admin_addr_in(log: &str) -> Option<SocketAddr> {
