@@ -11,14 +11,15 @@
 //! the operator applies, unit-tested without an API server. [`fleet_controller`] runs the whole
 //! pipeline for `PoolerFleet`s, [`tenant_controller`] for `Tenant`s.
 //!
-//! The `pgfleet-operator` binary is [`app::run`]: flags in [`config`], leader election on a
-//! Lease in [`leader_election`] (only the leader runs the controllers), `/healthz`, `/readyz`
-//! and `/metrics` in [`admin`] and [`metrics`].
+//! The `pgfleet-operator` binary is [`cli::main`] (logging, runtime) around [`app::run`]:
+//! flags in [`config`], leader election on a Lease in [`leader_election`] (only the leader runs
+//! the controllers), `/healthz`, `/readyz` and `/metrics` in [`admin`] and [`metrics`].
 
 pub mod admin;
 pub mod app;
 mod apply;
 pub mod backoff;
+pub mod cli;
 pub mod config;
 pub mod events;
 pub mod fleet_controller;
