@@ -563,3 +563,92 @@ async fn tells_people_what_changed_with_events() {
     want.sort();
     assert_eq!(events, want, "one event per change");
 }
+
+/// Whether the fleet's pooler ServiceAccount may do `verb` on `resource` (`group/resource` or
+/// a core resource) in `namespace` (empty: cluster-scoped), as the API server's RBAC answers
+/// a SubjectAccessReview for it.
+async fn pooler_can(
+    client: &Client,
+    sa_namespace: &str,
+    verb: &str,
+    resource: &str,
+    namespace: &str,
+) -> bool {
+    use k8s_openapi::api::authorization::v1::{
+        ResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec,
+    };
+    let (group, resource) = match resource.split_once('.') {
+        Some((resource, group)) => (group, resource),
+        None => ("", resource),
+    };
+    let (resource, subresource) = match resource.split_once('/') {
+        Some((resource, sub)) => (resource, Some(sub.to_string())),
+        None => (resource, None),
+    };
+    let review = SubjectAccessReview {
+        spec: SubjectAccessReviewSpec {
+            user: Some(format!(
+                "system:serviceaccount:{sa_namespace}:{FLEET}-pooler"
+            )),
+            groups: Some(vec![
+                "system:serviceaccounts".into(),
+                format!("system:serviceaccounts:{sa_namespace}"),
+                "system:authenticated".into(),
+            ]),
+            resource_attributes: Some(ResourceAttributes {
+                group: Some(group.into()),
+                resource: Some(resource.into()),
+                subresource,
+                verb: Some(verb.into()),
+                namespace: (!namespace.is_empty()).then(|| namespace.to_string()),
+                ..ResourceAttributes::default()
+            }),
+            ..SubjectAccessReviewSpec::default()
+        },
+        ..SubjectAccessReview::default()
+    };
+    let api: Api<SubjectAccessReview> = Api::all(client.clone());
+    let answer = api
+        .create(&Default::default(), &review)
+        .await
+        .unwrap_or_else(|e| panic!("SubjectAccessReview for {verb} {resource}: {e}"));
+    answer.status.is_some_and(|s| s.allowed)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_poolers_service_account_reads_its_secrets_and_nothing_else() {
+    let client = client().await;
+    let ns = fresh_namespace();
+    let other = fresh_namespace();
+    let _controller = start_controller(&client, &ns);
+    create_fleet(&ns, 1);
+    let _: RoleBinding =
+        wait_for(&client, &ns, &format!("{FLEET}-pooler"), "exists", |_| true).await;
+    // What the Kubernetes tenant source does: list, watch and get Secrets in its namespace.
+    for verb in ["list", "watch", "get"] {
+        assert!(
+            pooler_can(&client, &ns, verb, "secrets", &ns).await,
+            "the pooler may {verb} secrets"
+        );
+    }
+    // Nothing else: no writes, no other resources, no other namespace.
+    for (verb, resource, namespace) in [
+        ("create", "secrets", ns.as_str()),
+        ("update", "secrets", ns.as_str()),
+        ("patch", "secrets", ns.as_str()),
+        ("delete", "secrets", ns.as_str()),
+        ("list", "secrets", other.as_str()),
+        ("get", "secrets", other.as_str()),
+        ("list", "configmaps", ns.as_str()),
+        ("list", "pods", ns.as_str()),
+        ("list", "tenants.pgfleet.io", ns.as_str()),
+        ("list", "poolerfleets.pgfleet.io", ns.as_str()),
+        ("create", "pods/exec", ns.as_str()),
+        ("list", "nodes", ""),
+    ] {
+        assert!(
+            !pooler_can(&client, &ns, verb, resource, namespace).await,
+            "the pooler must not {verb} {resource} in namespace {namespace:?}"
+        );
+    }
+}
