@@ -458,7 +458,12 @@ async fn a_fleet_serves_reloads_rotates_removes_and_drains() {
     assert_still_serves(&early_alpha, &alpha, "after beta's deletion").await;
     assert_still_serves(&rotated, &alpha, "after beta's deletion").await;
     // A removed tenant refuses new clients but lets the connected ones finish their work.
-    assert_still_serves(&early_beta, &beta, "beta's connected client after its deletion").await;
+    assert_still_serves(
+        &early_beta,
+        &beta,
+        "beta's connected client after its deletion",
+    )
+    .await;
     let fresh = connect(pooled, &alpha.login(), alpha_pw_rotated, &alpha.database)
         .await
         .unwrap_or_else(|e| panic!("new alpha login after beta's deletion: {:?}", db_error(&e)));
