@@ -238,12 +238,20 @@ async fn queued_clients_handed_a_server_get_their_own_answers() {
     const CLIENTS: i32 = 16;
     const ROUNDS: i32 = 25;
     let mut tasks = Vec::new();
-    for id in 0..CLIENTS {
-        let c = t
-            .connect(t.pooled(), &user, SCRAM_PASSWORD, &db)
-            .await
-            .expect("connect");
+    // Everyone logs in first and starts at once, so the clients really queue for the server.
+    let mut clients = Vec::new();
+    for _ in 0..CLIENTS {
+        clients.push(
+            t.connect(t.pooled(), &user, SCRAM_PASSWORD, &db)
+                .await
+                .expect("connect"),
+        );
+    }
+    let start = std::sync::Arc::new(tokio::sync::Barrier::new(clients.len()));
+    for (id, c) in (0..CLIENTS).zip(clients) {
+        let start = start.clone();
         tasks.push(tokio::spawn(async move {
+            start.wait().await;
             for round in 0..ROUNDS {
                 // Extended protocol, one statement.
                 let got: i32 = c
