@@ -109,6 +109,13 @@ k rollout status -n "$NS" deployment/postgres --timeout="$TIMEOUT"
 log "applying the example fleet and tenants"
 k apply -n "$NS" -f "$ROOT/examples/poolerfleet.yaml" \
     -f "$ROOT/examples/tenant.yaml" -f "$ROOT/examples/tenant-auth-query.yaml"
+# The operator creates the fleet's Deployment a moment after the fleet is applied; rollout
+# status would fail at once on a Deployment that does not exist yet.
+deadline=$((SECONDS + 120))
+until k get -n "$NS" deployment/main >/dev/null 2>&1; do
+    [ "$SECONDS" -lt "$deadline" ] || fail "the operator did not create deployment/main"
+    sleep 2
+done
 k rollout status -n "$NS" deployment/main --timeout="$TIMEOUT"
 k wait -n "$NS" --for=condition=Ready tenant/acme tenant/globex --timeout="$TIMEOUT"
 k get tenants -n "$NS"
