@@ -217,6 +217,10 @@ check_login() { # port user: one query through the pooler, retried for up to 15s
   return 1
 }
 
+switches() { # voluntary + involuntary context switches of a process's threads
+  cat /proc/"$1"/task/*/status 2>/dev/null | awk '/ctxt_switches/ {n += $2} END {print n + 0}'
+}
+
 cpu_ticks() { # utime + stime of a process, in clock ticks; empty if it is gone
   local stat
   stat=$(cat "/proc/$1/stat" 2>/dev/null) || return 0
@@ -442,11 +446,11 @@ pgbench_run() { # target protocol clients seconds output-file: fails like pgbenc
 
 run_cell() { # protocol clients target
   local proto=$1 n=$2 target=$3 key="$1/$2/$3" pid=${pid_of[$3]} out="" rc=0 cpu0="" cpu1=""
-  local tps lat tx
-  [[ -n $pid ]] && cpu0=$(cpu_ticks "$pid")
+  local tps lat tx sw0=0 sw1=0
+  [[ -n $pid ]] && cpu0=$(cpu_ticks "$pid") && sw0=$(switches "$pid")
   pgbench_run "$target" "$proto" "$n" "$DURATION" "$work/pgbench.out" || rc=$?
   out=$(<"$work/pgbench.out")
-  [[ -n $pid ]] && cpu1=$(cpu_ticks "$pid")
+  [[ -n $pid ]] && cpu1=$(cpu_ticks "$pid") && sw1=$(switches "$pid")
   tps=$(sed -n 's/^tps = \([0-9.]*\) (without initial connection time).*/\1/p' <<<"$out" | sed -n 1p)
   lat=$(sed -n 's/^latency average = \([0-9.]*\) ms.*/\1/p' <<<"$out" | sed -n 1p)
   tx=$(sed -n 's/^number of transactions actually processed: \([0-9]*\).*/\1/p' <<<"$out" | sed -n 1p)
@@ -464,7 +468,7 @@ run_cell() { # protocol clients target
     local cpu
     cpu=$(calc "($cpu1 - $cpu0) / $CLK_TCK / $tx * 10000")
     CPU_RUNS[$key]+="$cpu "
-    log "$(printf '%-8s %4s clients  %-9s  %10.0f tps  %8.3f ms  %.3f CPU s/10k tx' "$proto" "$n" "$target" "$tps" "$lat" "$cpu")"
+    log "$(printf '%-8s %4s clients  %-9s  %10.0f tps  %8.3f ms  %.3f CPU s/10k tx  %.2f switches/tx' "$proto" "$n" "$target" "$tps" "$lat" "$cpu" "$(awk -v a="$sw0" -v b="$sw1" -v t="$tx" 'BEGIN {printf "%f", (b - a) / t}')")"
   else
     log "$(printf '%-8s %4s clients  %-9s  %10.0f tps  %8.3f ms' "$proto" "$n" "$target" "$tps" "$lat")"
   fi
