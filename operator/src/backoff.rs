@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Mutex, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// The first retry delay after a failed reconcile.
 pub const BACKOFF_INITIAL: Duration = Duration::from_secs(1);
@@ -15,13 +15,18 @@ pub const BACKOFF_MAX: Duration = Duration::from_secs(5 * 60);
 /// Per-object exponential backoff: the delay doubles with each consecutive failure of the same
 /// object, from `initial` up to `max`, and a success forgets the object.
 ///
+/// An object that keeps failing is retried at least every `max`, so an entry untouched for
+/// twice that belongs to an object nobody retries any more (deleted while failing): entries
+/// that old are dropped at the next failure of any object, so the map stays bounded by the
+/// objects failing now.
+///
 /// kube's `Controller` calls `error_policy` only on failure and has no per-object backoff of
 /// its own (kube-rs/kube#1916), so the count lives here.
 #[derive(Debug)]
 pub struct Backoff {
     initial: Duration,
     max: Duration,
-    failures: Mutex<HashMap<String, u32>>,
+    failures: Mutex<HashMap<String, (u32, Instant)>>,
 }
 
 impl Backoff {
@@ -36,10 +41,25 @@ impl Backoff {
 
     /// Records a failure of `key` and returns how long to wait before retrying it.
     pub fn failed(&self, key: &str) -> Duration {
+        self.failed_at(key, Instant::now())
+    }
+
+    fn failed_at(&self, key: &str, now: Instant) -> Duration {
         let mut failures = self.failures.lock().unwrap_or_else(PoisonError::into_inner);
-        let count = failures.entry(key.to_string()).or_insert(0);
-        *count = count.saturating_add(1);
-        delay_after(*count, self.initial, self.max)
+        let stale = self.max.saturating_mul(2);
+        failures.retain(|_, (_, last)| now.saturating_duration_since(*last) <= stale);
+        let entry = failures.entry(key.to_string()).or_insert((0, now));
+        entry.0 = entry.0.saturating_add(1);
+        entry.1 = now;
+        delay_after(entry.0, self.initial, self.max)
+    }
+
+    /// Objects with a failure on record.
+    pub fn tracked(&self) -> usize {
+        self.failures
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len()
     }
 
     /// Records a success of `key`: its next failure waits `initial` again.
@@ -56,8 +76,7 @@ impl Backoff {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .get(key)
-            .copied()
-            .unwrap_or(0)
+            .map_or(0, |(count, _)| *count)
     }
 }
 
@@ -76,6 +95,23 @@ pub(crate) fn object_key(namespace: &str, name: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn entries_of_objects_no_longer_retried_are_dropped() {
+        let backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(300));
+        let start = Instant::now();
+        backoff.failed_at("db/deleted", start);
+        backoff.failed_at("db/failing", start);
+        // The failing object is retried every 300 s at most; the deleted one never again.
+        let later = start + Duration::from_secs(400);
+        backoff.failed_at("db/failing", later);
+        assert_eq!(backoff.tracked(), 2, "within twice the cap both are kept");
+        let much_later = later + Duration::from_secs(300);
+        backoff.failed_at("db/failing", much_later);
+        assert_eq!(backoff.failures("db/deleted"), 0, "stale entry dropped");
+        assert_eq!(backoff.failures("db/failing"), 3);
+        assert_eq!(backoff.tracked(), 1);
+    }
 
     #[test]
     fn backoff_doubles_per_object_up_to_the_cap_and_resets_on_success() {
