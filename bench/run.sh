@@ -295,7 +295,12 @@ users:
   - {name: bench, password: bench}
 DOC
 log "starting pgfleet on 127.0.0.1:$pgfleet_port..."
-"$POOLER_BIN" --tenants-dir "$work/tenants" --listen 127.0.0.1 \
+# In a session of its own, as PgBouncer (-d) and PostgreSQL's processes are: with the kernel's
+# autogroup scheduling (sched_autogroup_enabled), a session shares its CPU as one group, so a
+# pooler left in this script's session would split a share with pgbench while PgBouncer had one
+# to itself. setsid execs in place here (a background job of a script leads no process group),
+# so $! stays the pooler's PID.
+setsid "$POOLER_BIN" --tenants-dir "$work/tenants" --listen 127.0.0.1 \
   --session-port "$pgfleet_session_port" --pooled-port "$pgfleet_port" --log warn \
   --workers "$PGFLEET_WORKERS" --admin-port 0 \
   </dev/null >"$work/pgfleet.log" 2>&1 &
@@ -304,6 +309,8 @@ if ! wait_for_port "$pgfleet_port" "$pgfleet_pid" pgfleet || ! check_login "$pgf
   tail -n 30 "$work/pgfleet.log" >&2
   die "pgfleet did not start"
 fi
+[[ $(cat "/proc/$pgfleet_pid/comm" 2>/dev/null) == pgfleet-pooler ]] ||
+  die "process $pgfleet_pid is not the pooler (did setsid fork?): its CPU would not be measured"
 
 # ---------------------------------------------------------------------------------------------
 # PgBouncer, with the same pool settings
