@@ -1,6 +1,7 @@
 //! A client connection from accept to close.
 
 pub mod auth;
+mod buffers;
 pub mod identity;
 pub mod limits;
 pub mod login;
@@ -113,8 +114,9 @@ async fn transaction_mode(mut stream: TcpStream, session: Session) {
     let mut cbuf = BytesMut::new();
     loop {
         if cbuf.is_empty() {
-            // Idle: hold no buffer, just wait for the socket.
-            cbuf = BytesMut::new();
+            // Idle: hold no buffer (it goes back to this worker's spares), just wait for the
+            // socket.
+            buffers::give(std::mem::take(&mut cbuf));
             if !wait_for_request(&mut stream, &mut cbuf, &session).await {
                 return;
             }
@@ -138,6 +140,8 @@ async fn wait_for_request(stream: &mut TcpStream, cbuf: &mut BytesMut, session: 
         }
     };
     let ready = tokio::select! {
+        // A request first: the drain and idle checks run only when nothing arrived.
+        biased;
         ready = stream.readable() => ready,
         () = idle_limit => {
             let limit = session.idle_timeout.unwrap_or_default().as_millis();
@@ -154,7 +158,9 @@ async fn wait_for_request(stream: &mut TcpStream, cbuf: &mut BytesMut, session: 
     }
     // The socket is readable, so this returns at once; unlike `try_read_buf`, a short read
     // also clears tokio's cached readiness, sparing the relay a futile read.
-    cbuf.reserve(READ_CHUNK);
+    if cbuf.capacity() < READ_CHUNK {
+        *cbuf = buffers::take();
+    }
     matches!(stream.read_buf(cbuf).await, Ok(n) if n > 0)
 }
 
