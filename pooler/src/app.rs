@@ -285,8 +285,11 @@ fn spawn_shard(
         .name(format!("pgfleet-worker-{index}"))
         .spawn(move || {
             crate::worker::set_current(index);
+            // I/O and timers only: signals are the main runtime's, and a process driver would
+            // look for child processes to reap on every park, thousands of times a second.
             let runtime = match tokio::runtime::Builder::new_current_thread()
-                .enable_all()
+                .enable_io()
+                .enable_time()
                 .build()
             {
                 Ok(rt) => rt,
