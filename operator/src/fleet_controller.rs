@@ -29,7 +29,7 @@ use k8s_openapi::api::core::v1::{Service, ServiceAccount};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
-use kube::api::{Api, DeleteParams, Patch, Preconditions};
+use kube::api::{Api, DeleteParams, Preconditions};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::{self, ObjectRef, Store, store::Writer};
@@ -39,7 +39,7 @@ use pgfleet_crds::{PoolerFleet, PoolerFleetStatus, Tenant};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::apply::{apply_params, server_side_apply};
+use crate::apply::{api_in, server_side_apply, server_side_apply_status};
 use crate::backoff::object_key;
 pub use crate::backoff::{BACKOFF_INITIAL, BACKOFF_MAX, Backoff};
 use crate::events::{EventLog, REPORTING_CONTROLLER, publish};
@@ -273,16 +273,6 @@ pub async fn run_fleet_controller(client: Client, ctx: Arc<Context>) {
 /// watches end. For tests and single-namespace installations.
 pub async fn run_fleet_controller_in(client: Client, ctx: Arc<Context>, namespace: &str) {
     run(client, ctx, Some(namespace)).await;
-}
-
-fn api_in<K>(client: &Client, namespace: Option<&str>) -> Api<K>
-where
-    K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>,
-{
-    match namespace {
-        Some(ns) => Api::namespaced(client.clone(), ns),
-        None => Api::all(client.clone()),
-    }
 }
 
 /// The fleet controller's watches (fleets and their children, in `namespace` or everywhere),
@@ -606,16 +596,8 @@ async fn write_status(
     if !status_changed(fleet.status.as_ref(), &desired) {
         return Ok(());
     }
-    let name = fleet.name_any();
-    let namespace = fleet.namespace().unwrap_or_default();
-    let body = serde_json::json!({
-        "apiVersion": PoolerFleet::api_version(&()),
-        "kind": PoolerFleet::kind(&()),
-        "metadata": { "name": name, "namespace": namespace },
-        "status": desired,
-    });
-    let api: Api<PoolerFleet> = Api::namespaced(client.clone(), &namespace);
-    api.patch_status(&name, &apply_params(), &Patch::Apply(&body))
+    let (name, namespace) = (fleet.name_any(), fleet.namespace().unwrap_or_default());
+    server_side_apply_status(client, fleet, &desired)
         .await
         .map_err(Error::kube(format!(
             "writing the status of PoolerFleet {namespace}/{name}"

@@ -61,16 +61,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt as _;
-use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::core::v1::Secret;
+use kube::Client;
 use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt as _, finalizer, watcher};
-use kube::{Api, Client, Resource};
 use pgfleet_crds::{PoolerFleet, Tenant};
 
+use crate::apply::api_in;
 use crate::backoff::{BACKOFF_INITIAL, BACKOFF_MAX, Backoff, object_key};
 use crate::resources::RenderError;
 
@@ -186,16 +186,6 @@ pub async fn run_tenant_controller(client: Client, ctx: Arc<Context>) {
 /// fleet only reach it at the next resync.
 pub async fn run_tenant_controller_in(client: Client, ctx: Arc<Context>, namespace: &str) {
     run(client, ctx, Some(namespace)).await;
-}
-
-fn api_in<K>(client: &Client, namespace: Option<&str>) -> Api<K>
-where
-    K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>,
-{
-    match namespace {
-        Some(ns) => Api::namespaced(client.clone(), ns),
-        None => Api::all(client.clone()),
-    }
 }
 
 async fn run(client: Client, ctx: Arc<Context>, namespace: Option<&str>) {

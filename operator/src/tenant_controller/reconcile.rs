@@ -4,10 +4,10 @@ use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::api::{Api, DeleteParams, Patch, Preconditions};
+use kube::api::{Api, DeleteParams, Preconditions};
 use kube::runtime::controller::Action;
 use kube::runtime::finalizer::{Event as FinalizerEvent, finalizer};
-use kube::{Client, Resource as _, ResourceExt as _};
+use kube::{Client, ResourceExt as _};
 use pgfleet_crds::tenant::CONDITION_READY;
 use pgfleet_crds::{PoolerFleet, Tenant, TenantStatus};
 
@@ -18,7 +18,7 @@ use super::status::{
     Outcome, Rejection, condition, desired_status, endpoint, fleet_unavailable, status_changed,
 };
 use super::{Error, FINALIZER, RESYNC_INTERVAL, State};
-use crate::apply::{apply_params, server_side_apply};
+use crate::apply::{server_side_apply, server_side_apply_status};
 use crate::backoff::object_key;
 use crate::resources::meta::{LABEL_MANAGED_BY, MANAGED_BY};
 use crate::resources::tenant_secret::LABEL_TENANT_NAMESPACE;
@@ -331,16 +331,8 @@ async fn write_status(
     if !status_changed(tenant.status.as_ref(), desired) {
         return Ok(());
     }
-    let name = tenant.name_any();
-    let namespace = tenant.namespace().unwrap_or_default();
-    let body = serde_json::json!({
-        "apiVersion": Tenant::api_version(&()),
-        "kind": Tenant::kind(&()),
-        "metadata": { "name": name, "namespace": namespace },
-        "status": desired,
-    });
-    let api: Api<Tenant> = Api::namespaced(client.clone(), &namespace);
-    api.patch_status(&name, &apply_params(), &Patch::Apply(&body))
+    let (name, namespace) = (tenant.name_any(), tenant.namespace().unwrap_or_default());
+    server_side_apply_status(client, tenant, desired)
         .await
         .map_err(Error::kube(format!(
             "writing the status of Tenant {namespace}/{name}"
