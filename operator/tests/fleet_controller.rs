@@ -9,10 +9,10 @@
 // Test helpers outside #[test] functions fail loudly on purpose.
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
+mod common;
+
 use std::fmt::Debug;
 use std::sync::Arc;
-use std::sync::Once;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use k8s_openapi::NamespaceResourceScope;
@@ -22,13 +22,13 @@ use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
-use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Api, Client, Resource};
 use pgfleet_crds::PoolerFleet;
 use pgfleet_operator::resources::selector_string;
 use pgfleet_operator::{Context, FIELD_MANAGER, reconcile_fleet, run_fleet_controller_in};
-use pgfleet_testkit::kube::ControlPlane;
 use serde::de::DeserializeOwned;
+
+use common::{admin_client as client, cp};
 
 /// The longest any expected change may take (the controller reacts to watch events in
 /// milliseconds).
@@ -39,13 +39,6 @@ const POLL: Duration = Duration::from_millis(100);
 const IMAGE: &str = "registry.invalid/pgfleet-pooler:test";
 /// The fleet's name in every test (each test has its own namespace).
 const FLEET: &str = "edge";
-
-fn cp() -> &'static ControlPlane {
-    static CRDS: Once = Once::new();
-    let cp = ControlPlane::shared();
-    CRDS.call_once(|| cp.apply_yaml(&pgfleet_crds::crds_yaml().expect("CRD YAML")));
-    cp
-}
 
 /// `kubectl` as the admin, without stalling the runtime's other tasks.
 fn kubectl(args: &[&str]) -> String {
@@ -58,26 +51,7 @@ fn apply_yaml(yaml: &str) {
 
 /// A namespace unique in this run, created on the shared control plane.
 fn fresh_namespace() -> String {
-    static NEXT: AtomicU32 = AtomicU32::new(0);
-    let ns = format!(
-        "pgf-ctl-{}-{}",
-        std::process::id(),
-        NEXT.fetch_add(1, Ordering::Relaxed)
-    );
-    apply_yaml(&format!(
-        "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {ns}\n"
-    ));
-    ns
-}
-
-async fn client() -> Client {
-    // Starting the shared control plane blocks (it may take a while the first time).
-    let path = tokio::task::block_in_place(|| cp().kubeconfig().to_path_buf());
-    let kubeconfig = Kubeconfig::read_from(&path).expect("kubeconfig");
-    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
-        .await
-        .expect("client config");
-    Client::try_from(config).expect("client")
+    tokio::task::block_in_place(|| common::fresh_namespace("pgf-ctl"))
 }
 
 /// The controller, running in a task for as long as this value lives.

@@ -7,32 +7,19 @@
 
 mod common;
 
-use std::path::Path;
 use std::time::Duration;
 
-use kube::Client;
-use kube::config::{KubeConfigOptions, Kubeconfig};
 use pgfleet_operator::leader_election::{
     Attempt, ElectionConfig, ElectionError, LeaderElector, LostLeadership,
 };
 use tokio::time::Instant;
 
-use common::{TcpProxy, apiserver_addr, cp, fresh_namespace, kubeconfig_via, lease_holder};
+use common::{
+    TcpProxy, admin_client as client, apiserver_addr, client_from, cp, fresh_namespace,
+    kubeconfig_via, lease_holder,
+};
 
 const LEASE: &str = "pgfleet-operator";
-
-async fn client_from(path: &Path) -> Client {
-    let kubeconfig = Kubeconfig::read_from(path).expect("kubeconfig");
-    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
-        .await
-        .expect("client config");
-    Client::try_from(config).expect("client")
-}
-
-async fn client() -> Client {
-    let path = tokio::task::block_in_place(|| cp().kubeconfig().to_path_buf());
-    client_from(&path).await
-}
 
 fn config(namespace: &str, identity: &str, lease: Duration) -> ElectionConfig {
     ElectionConfig {

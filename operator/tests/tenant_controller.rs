@@ -14,9 +14,10 @@
 // Test helpers outside #[test] functions fail loudly on purpose.
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
+mod common;
+
 use std::fmt::Debug;
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Arc, Once};
+use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::NamespaceResourceScope;
@@ -24,16 +25,16 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::api::events::v1::Event;
 use kube::api::ListParams;
-use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Api, Client, Resource};
 use pgfleet_crds::{Tenant, TenantDocument};
 use pgfleet_operator::resources::tenant_document_secret_name;
 use pgfleet_operator::tenant_controller::{
     self, FINALIZER, run_tenant_controller, run_tenant_controller_in,
 };
-use pgfleet_testkit::kube::ControlPlane;
 use serde::de::DeserializeOwned;
 use tokio::sync::RwLock;
+
+use common::{admin_client as client, cp};
 
 /// The longest any expected change may take (the controller reacts to watch events in
 /// milliseconds; this is far below its 5-minute resync, so a pass proves a watch fired).
@@ -48,13 +49,6 @@ const IMAGE: &str = "registry.invalid/pgfleet-pooler:test";
 /// Namespaced tests share it; the all-namespaces test takes it alone.
 static EXCLUSIVE: RwLock<()> = RwLock::const_new(());
 
-fn cp() -> &'static ControlPlane {
-    static CRDS: Once = Once::new();
-    let cp = ControlPlane::shared();
-    CRDS.call_once(|| cp.apply_yaml(&pgfleet_crds::crds_yaml().expect("CRD YAML")));
-    cp
-}
-
 /// `kubectl` as the admin, without stalling the runtime's other tasks.
 fn kubectl(args: &[&str]) -> String {
     tokio::task::block_in_place(|| cp().kubectl(args))
@@ -66,25 +60,7 @@ fn apply_yaml(yaml: &str) {
 
 /// A namespace unique in this run, created on the shared control plane.
 fn fresh_namespace() -> String {
-    static NEXT: AtomicU32 = AtomicU32::new(0);
-    let ns = format!(
-        "pgt-ctl-{}-{}",
-        std::process::id(),
-        NEXT.fetch_add(1, Ordering::Relaxed)
-    );
-    apply_yaml(&format!(
-        "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {ns}\n"
-    ));
-    ns
-}
-
-async fn client() -> Client {
-    let path = tokio::task::block_in_place(|| cp().kubeconfig().to_path_buf());
-    let kubeconfig = Kubeconfig::read_from(&path).expect("kubeconfig");
-    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
-        .await
-        .expect("client config");
-    Client::try_from(config).expect("client")
+    tokio::task::block_in_place(|| common::fresh_namespace("pgt-ctl"))
 }
 
 /// A controller running in a task for as long as this value lives.

@@ -26,6 +26,23 @@ pub fn cp() -> &'static ControlPlane {
     cp
 }
 
+/// A kube client from the kubeconfig at `path`.
+pub async fn client_from(path: &Path) -> kube::Client {
+    use kube::config::{KubeConfigOptions, Kubeconfig};
+    let kubeconfig = Kubeconfig::read_from(path).expect("kubeconfig");
+    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+        .await
+        .expect("client config");
+    kube::Client::try_from(config).expect("client")
+}
+
+/// A kube client as the control plane's admin. Starting the shared control plane blocks (a
+/// while, the first time), so it happens off the runtime's other tasks.
+pub async fn admin_client() -> kube::Client {
+    let path = tokio::task::block_in_place(|| cp().kubeconfig().to_path_buf());
+    client_from(&path).await
+}
+
 /// A name unique in this run: `<prefix>-<pid>-<n>`.
 pub fn unique(prefix: &str) -> String {
     static NEXT: AtomicU32 = AtomicU32::new(0);
