@@ -637,3 +637,34 @@ async fn adding_a_tenant_makes_it_reachable_without_disturbing_others() {
     assert_eq!(backend_pid(&session).await, session_pid);
     assert_eq!(backend_pid(&pooled).await, pooled_pid);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reading_the_tenant_files_does_not_reload() {
+    // A reload reads every file, and opening a file is an inotify event too: if the watcher
+    // counted it, each reload would set off the next, forever (20 reloads and log lines a
+    // second on an idle pooler). Only changes reload.
+    let db = fresh_database(SCRAM_USER);
+    let doc = tenant_doc("quiet", &db, &[(SCRAM_USER, SCRAM_PASSWORD)], "");
+    let t = TestPooler::start(&[("q.yaml", doc.clone())]).await;
+    // Let any event from the harness's own writes settle (the watcher waits 50 ms per burst).
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let before = t.pooler.shared.tenants.reloads();
+    for _ in 0..3 {
+        let text = std::fs::read_to_string(t.dir.join("q.yaml")).expect("read tenant");
+        assert_eq!(text, doc);
+        let _ = std::fs::read_dir(&t.dir).expect("list").count();
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        t.pooler.shared.tenants.reloads(),
+        before,
+        "nothing changed, so nothing may reload"
+    );
+    // A change still reloads.
+    t.write_tenant(
+        "q.yaml",
+        &doc.replace("externalId: quiet", "externalId: quiet\ndefaultPoolSize: 4"),
+    )
+    .await;
+    assert!(t.pooler.shared.tenants.reloads() > before);
+}

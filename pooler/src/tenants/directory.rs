@@ -147,7 +147,7 @@ impl DirectorySource {
         let (tx, mut rx) = mpsc::channel::<()>(1);
         let mut watcher =
             notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-                if event.is_ok() {
+                if event.is_ok_and(|e| changes_content(&e.kind)) {
                     let _ = tx.try_send(());
                 }
             })?;
@@ -167,6 +167,13 @@ impl DirectorySource {
             self.reload(&registry, &pools).await;
         }
     }
+}
+
+/// True for events that can change what the directory holds. Opening and reading a file is
+/// an event too (inotify's `IN_OPEN`, `IN_CLOSE_NOWRITE`), and a reload reads every file: if
+/// those counted, each reload would set off the next, forever.
+fn changes_content(kind: &notify::EventKind) -> bool {
+    !matches!(kind, notify::EventKind::Access(_))
 }
 
 /// Turns SIGHUP into reload requests. Installed before the first load, so an early SIGHUP
