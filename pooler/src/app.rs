@@ -218,7 +218,7 @@ impl RunningPooler {
         tokio::time::sleep_until((tokio::time::Instant::now() + delay).min(deadline)).await;
         tracing::info!("draining: no new connections; closing clients at transaction boundaries");
         self.shutdown.cancel();
-        self.shared.draining.cancel();
+        self.shared.start_draining();
         self.tracker.close();
         let _ = tokio::time::timeout_at(deadline, self.tracker.wait()).await;
         let left = self.tracker.len();

@@ -56,6 +56,11 @@ pub struct Shared {
     /// Cancelled when the pooler starts draining: idle clients are told `57P01` and closed at
     /// their next transaction boundary.
     pub draining: tokio_util::sync::CancellationToken,
+    /// Set with `draining`, for the hot path: the token's own check takes a lock shared by
+    /// every worker, and transaction mode asks twice per transaction.
+    draining_flag: std::sync::atomic::AtomicBool,
+    /// Transaction-mode clients, woken when draining starts (see [`Shared::start_draining`]).
+    pub idle_wakers: client::idle_wakers::IdleWakers,
     /// Errors sent to clients, by tenant and code (metrics).
     pub errors: stats::ErrorCounts,
 }
@@ -69,7 +74,24 @@ impl Shared {
             cancels: Arc::default(),
             settings,
             draining: tokio_util::sync::CancellationToken::new(),
+            draining_flag: std::sync::atomic::AtomicBool::new(false),
+            idle_wakers: client::idle_wakers::IdleWakers::default(),
             errors: stats::ErrorCounts::default(),
         })
+    }
+
+    /// Starts draining: sessions end at their next idle moment, and clients idle between
+    /// transactions are woken to be told so now.
+    pub fn start_draining(&self) {
+        self.draining_flag
+            .store(true, std::sync::atomic::Ordering::Release);
+        self.draining.cancel();
+        self.idle_wakers.wake_all();
+    }
+
+    /// True once draining started.
+    pub fn is_draining(&self) -> bool {
+        self.draining_flag
+            .load(std::sync::atomic::Ordering::Acquire)
     }
 }

@@ -1220,3 +1220,42 @@ async fn idle_clients_are_closed_after_the_idle_timeout_but_not_mid_transaction(
         assert_eq!(text(&busy, "SELECT 'ok'").await, "ok");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn draining_tells_idle_transaction_clients_at_once() {
+    // Between transactions a client waits for its socket alone; starting a drain must still
+    // wake it and tell it 57P01 right away, not at its next query or at the grace deadline.
+    let (t, db, login) = single_tenant("").await;
+    let (client, mut connection) = client_config(t.pooled(), &login, SCRAM_PASSWORD, &db)
+        .connect(NoTls)
+        .await
+        .expect("connect");
+    let ended = tokio::spawn(async move {
+        loop {
+            match std::future::poll_fn(|cx| connection.poll_message(cx)).await {
+                Some(Ok(_)) => continue,
+                Some(Err(e)) => return sqlstate(&e),
+                None => return None,
+            }
+        }
+    });
+    assert_eq!(text(&client, "SELECT 1").await, "1");
+    let busy = connect_with(t.pooled(), &login, &db, |_| {}).await;
+    busy.batch_execute("BEGIN").await.expect("begin");
+
+    let TestPooler { pooler, dir, .. } = t;
+    let drain = tokio::spawn(pooler.drain(Duration::ZERO, Duration::from_secs(20)));
+    let code = tokio::time::timeout(Duration::from_secs(3), ended)
+        .await
+        .expect("the idle client is told within 3 s, long before the 20 s grace")
+        .expect("connection task");
+    assert_eq!(code.as_deref(), Some("57P01"));
+    // A client in a transaction finishes it first.
+    assert_eq!(text(&busy, "SELECT 2").await, "2");
+    busy.batch_execute("COMMIT").await.expect("commit");
+    tokio::time::timeout(Duration::from_secs(5), drain)
+        .await
+        .expect("drain ends once its clients are gone")
+        .expect("drain task");
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -140,7 +140,7 @@ impl Collector for PoolerCollector {
             None,
             prometheus_client::metrics::MetricType::Gauge,
         )?;
-        ConstGauge::new(i64::from(shared.draining.is_cancelled())).encode(draining)?;
+        ConstGauge::new(i64::from(shared.is_draining())).encode(draining)?;
 
         gauge_family(
             &mut encoder,

@@ -111,7 +111,7 @@ pub fn collect(state: &AdminState) -> Status {
     Status {
         ready: reason.is_none(),
         not_ready_reason: reason,
-        draining: shared.draining.is_cancelled(),
+        draining: shared.is_draining(),
         reloads: shared.tenants.reloads(),
         tenants,
         pools,

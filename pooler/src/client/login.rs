@@ -55,7 +55,7 @@ pub async fn login(
     port: Port,
     shared: &Arc<Shared>,
     tenant_seen: &mut Option<Arc<str>>,
-) -> Result<Option<(Session, Option<ServerConnection>)>, ClientError> {
+) -> Result<Option<(Session, Option<Box<ServerConnection>>)>, ClientError> {
     let mut out = BytesMut::with_capacity(512);
     let mut answered_ssl = false;
     let mut answered_gss = false;

@@ -3,6 +3,7 @@
 pub mod auth;
 mod buffers;
 pub mod identity;
+pub mod idle_wakers;
 pub mod limits;
 pub mod login;
 mod recovery;
@@ -10,6 +11,7 @@ pub mod relay;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
 use bytes::BytesMut;
@@ -21,6 +23,7 @@ use crate::Shared;
 use crate::errors::ClientError;
 use crate::protocol::backend::{self, Severity};
 use crate::server::ServerConnection;
+use idle_wakers::IdleWaker;
 pub use login::Port;
 use login::Session;
 use relay::{READ_CHUNK, Relay, RelayEnd};
@@ -47,7 +50,7 @@ fn after_login(
 }
 
 /// A logged-in client: its socket, session, and (session mode) its server.
-type LoggedIn = (TcpStream, Session, Option<ServerConnection>);
+type LoggedIn = (TcpStream, Session, Option<Box<ServerConnection>>);
 
 async fn log_in(
     mut stream: TcpStream,
@@ -112,12 +115,15 @@ async fn send_error(stream: &mut TcpStream, error: &ClientError, severity: Sever
 /// empty buffer; rare, large steps (errors, resets) are boxed so their state is not carried.
 async fn transaction_mode(mut stream: TcpStream, session: Session) {
     let mut cbuf = BytesMut::new();
+    let waker = std::future::poll_fn(|cx| Poll::Ready(cx.waker().clone())).await;
+    let mut drain_wake = session.shared.idle_wakers.register(&waker);
+    drop(waker);
     loop {
         if cbuf.is_empty() {
             // Idle: hold no buffer (it goes back to this worker's spares), just wait for the
             // socket.
             buffers::give(std::mem::take(&mut cbuf));
-            if !wait_for_request(&mut stream, &mut cbuf, &session).await {
+            if !wait_for_request(&mut stream, &mut cbuf, &session, &mut drain_wake).await {
                 return;
             }
         }
@@ -130,31 +136,62 @@ async fn transaction_mode(mut stream: TcpStream, session: Session) {
     }
 }
 
+/// What ended a wait between transactions.
+enum Woken {
+    Readable(std::io::Result<()>),
+    IdleTimeout,
+    Draining,
+}
+
 /// Waits for the next request and reads what has arrived. `false` when the client left, idled
 /// out, or the pooler is draining (the client is told `57P01` first).
-async fn wait_for_request(stream: &mut TcpStream, cbuf: &mut BytesMut, session: &Session) -> bool {
-    let idle_limit = async {
+///
+/// Only the socket registers a waker here; a drain wakes the task through `drain_wake`, filed
+/// once per connection, so a wait costs no lock and no allocation.
+async fn wait_for_request(
+    stream: &mut TcpStream,
+    cbuf: &mut BytesMut,
+    session: &Session,
+    drain_wake: &mut IdleWaker<'_>,
+) -> bool {
+    let mut idle_limit = std::pin::pin!(async {
         match session.idle_timeout {
             Some(limit) => tokio::time::sleep(limit).await,
             None => std::future::pending().await,
         }
-    };
-    let ready = tokio::select! {
+    });
+    let woken = std::future::poll_fn(|cx| {
         // A request first: the drain and idle checks run only when nothing arrived.
-        biased;
-        ready = stream.readable() => ready,
-        () = idle_limit => {
+        if let Poll::Ready(ready) = stream.poll_read_ready(cx) {
+            return Poll::Ready(Woken::Readable(ready));
+        }
+        drain_wake.refresh(cx.waker());
+        if session.shared.is_draining() {
+            return Poll::Ready(Woken::Draining);
+        }
+        if session.idle_timeout.is_some() && idle_limit.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(Woken::IdleTimeout);
+        }
+        Poll::Pending
+    })
+    .await;
+    match woken {
+        Woken::Readable(Ok(())) => {}
+        Woken::Readable(Err(_)) => return false,
+        Woken::IdleTimeout => {
             let limit = session.idle_timeout.unwrap_or_default().as_millis();
-            Box::pin(fail_session(stream, session, ClientError::IdleTimeout(limit))).await;
+            Box::pin(fail_session(
+                stream,
+                session,
+                ClientError::IdleTimeout(limit),
+            ))
+            .await;
             return false;
         }
-        () = session.shared.draining.cancelled() => {
+        Woken::Draining => {
             Box::pin(fail_session(stream, session, ClientError::Shutdown)).await;
             return false;
         }
-    };
-    if ready.is_err() {
-        return false;
     }
     // The socket is readable, so this returns at once; unlike `try_read_buf`, a short read
     // also clears tokio's cached readiness, sparing the relay a futile read.
@@ -200,7 +237,7 @@ async fn transaction(stream: &mut TcpStream, cbuf: &mut BytesMut, session: &Sess
                 .add_bytes(to_server, to_client + cbuf.len() as u64);
             let written = cbuf.is_empty() || stream.write_all(cbuf).await.is_ok();
             cbuf.clear();
-            if written && session.shared.draining.is_cancelled() {
+            if written && session.shared.is_draining() {
                 // Draining: the transaction is done; close at this boundary.
                 Box::pin(fail_session(stream, session, ClientError::Shutdown)).await;
                 return false;
@@ -234,7 +271,7 @@ async fn transaction(stream: &mut TcpStream, cbuf: &mut BytesMut, session: &Sess
 }
 
 /// Session mode: the client holds its server from login to exit.
-async fn session_mode(mut stream: TcpStream, session: Session, mut server: ServerConnection) {
+async fn session_mode(mut stream: TcpStream, session: Session, mut server: Box<ServerConnection>) {
     let mut cbuf = BytesMut::new();
     session.cancel.slot.set(Some(server.cancel));
     let (end, quiescent, to_server, to_client) = {
@@ -275,7 +312,7 @@ async fn session_mode(mut stream: TcpStream, session: Session, mut server: Serve
 /// it; a server mid-response is closed, since nothing of one client may reach another.
 async fn release_after_client(
     session: &Session,
-    mut server: ServerConnection,
+    mut server: Box<ServerConnection>,
     quiescent: bool,
     discard: bool,
 ) {

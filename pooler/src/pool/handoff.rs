@@ -50,16 +50,16 @@ pub enum Handed {
     /// The grant went out: the waiter owns the server now.
     Granted,
     /// The waiter is gone and nothing was sent: the server is as it was.
-    Unused(ServerConnection),
+    Unused(Box<ServerConnection>),
     /// The waiter vanished after its request was written: the server owes an answer nobody
     /// will read, so it must be closed.
-    Spoiled(ServerConnection),
+    Spoiled(Box<ServerConnection>),
 }
 
 /// A server handed to a waiter, with the waiter's request and where the relay stands.
 pub struct Handover {
     /// The server.
-    pub conn: ServerConnection,
+    pub conn: Box<ServerConnection>,
     /// The waiter's request buffer, minus what was written.
     pub request: BytesMut,
     /// The relay's state.
@@ -90,7 +90,7 @@ impl Parked {
     /// waiter that finds its request taken finds the grant in its channel.
     pub fn hand_over(
         &self,
-        mut conn: ServerConnection,
+        mut conn: Box<ServerConnection>,
         grant: impl FnOnce(Box<Handover>) -> Result<(), Box<Handover>>,
     ) -> Handed {
         let mut state = self.0.lock();

@@ -7,7 +7,7 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::BytesMut;
 use parking_lot::Mutex;
@@ -60,7 +60,10 @@ struct Waiter {
 }
 
 struct Inner {
-    idle: Vec<ServerConnection>,
+    // Boxed although the Vec is on the heap: a connection moves out and back in on every
+    // transaction, and a box moves as a pointer.
+    #[allow(clippy::vec_box)]
+    idle: Vec<Box<ServerConnection>>,
     /// Open plus opening connections.
     total: u32,
     waiters: VecDeque<Waiter>,
@@ -150,7 +153,7 @@ impl Pool {
     }
 
     /// Takes a server connection, waiting in FIFO order up to the checkout timeout.
-    pub async fn checkout(&self) -> Result<ServerConnection, ClientError> {
+    pub async fn checkout(&self) -> Result<Box<ServerConnection>, ClientError> {
         let (conn, _) = self.checkout_for(&mut BytesMut::new()).await?;
         Ok(conn)
     }
@@ -162,7 +165,7 @@ impl Pool {
     pub async fn checkout_for(
         &self,
         request: &mut BytesMut,
-    ) -> Result<(ServerConnection, Prelude), ClientError> {
+    ) -> Result<(Box<ServerConnection>, Prelude), ClientError> {
         let mut deadline = None;
         loop {
             let mut stale = Vec::new();
@@ -293,7 +296,7 @@ impl Pool {
         &self,
         config: PoolConfig,
         generation: u64,
-    ) -> Result<ServerConnection, ClientError> {
+    ) -> Result<Box<ServerConnection>, ClientError> {
         let target = ConnectTarget {
             host: &config.host,
             port: config.port,
@@ -320,7 +323,7 @@ impl Pool {
 
     /// Returns a connection. `clean` says it is idle with nothing pending; anything else, a
     /// connection of an old generation, or one above the pool size, is closed instead.
-    pub fn checkin(&self, mut conn: ServerConnection, clean: bool) {
+    pub fn checkin(&self, mut conn: Box<ServerConnection>, clean: bool) {
         let mut inner = self.inner.lock();
         let orphaned = inner.retired && self.clients.load(Ordering::Acquire) == 0;
         if !clean
@@ -334,7 +337,6 @@ impl Pool {
             close(conn);
             return;
         }
-        conn.last_used = Instant::now();
         conn.reset_accounting();
         if inner.waiters.is_empty() {
             inner.idle.push(conn);
@@ -455,14 +457,15 @@ impl Pool {
     }
 }
 
-fn close_all(conns: Vec<ServerConnection>) {
+#[allow(clippy::vec_box)]
+fn close_all(conns: Vec<Box<ServerConnection>>) {
     for conn in conns {
         close(conn);
     }
 }
 
 /// Says goodbye politely (so the server logs no "unexpected EOF") without blocking the caller.
-fn close(mut conn: ServerConnection) {
+fn close(mut conn: Box<ServerConnection>) {
     if let Ok(handle) = tokio::runtime::Handle::try_current() {
         handle.spawn(async move {
             let mut bye = bytes::BytesMut::new();

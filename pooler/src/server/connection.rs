@@ -1,7 +1,7 @@
 //! One logged-in upstream connection and what the relay tracks about it.
 
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::BytesMut;
 use tokio::io::AsyncWriteExt;
@@ -39,8 +39,6 @@ pub struct ServerConnection {
     /// The pool generation it was made under; a connection of an older generation is closed
     /// when released (its upstream or credentials changed).
     pub generation: u64,
-    /// When it was last returned to its pool.
-    pub last_used: Instant,
     /// The worker thread whose reactor the socket is registered with.
     pub home: usize,
 }

@@ -1,7 +1,7 @@
 //! Opening and logging in an upstream connection.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::AsyncWriteExt;
@@ -104,7 +104,7 @@ pub struct LoginInfo {
 /// Connects and logs in, returning a connection ready for queries.
 pub async fn connect(
     target: &ConnectTarget<'_>,
-) -> Result<(ServerConnection, LoginInfo), ConnectError> {
+) -> Result<(Box<ServerConnection>, LoginInfo), ConnectError> {
     let addr = format!("{}:{}", target.host, target.port);
     let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(&addr))
         .await
@@ -123,7 +123,7 @@ async fn login(
     mut stream: TcpStream,
     peer: std::net::SocketAddr,
     target: &ConnectTarget<'_>,
-) -> Result<(ServerConnection, LoginInfo), ConnectError> {
+) -> Result<(Box<ServerConnection>, LoginInfo), ConnectError> {
     let mut out = BytesMut::with_capacity(256);
     let mut params = vec![
         ("user", target.user),
@@ -242,7 +242,9 @@ async fn login(
             }
         }
     }
-    let conn = ServerConnection {
+    // Boxed: a connection moves in and out of its pool on every transaction, and a pointer
+    // moves for free where the whole struct would be copied each time.
+    let conn = Box::new(ServerConnection {
         stream,
         buf,
         walker: Walker::default(),
@@ -253,9 +255,8 @@ async fn login(
             secret: key.1,
         },
         generation: target.generation,
-        last_used: Instant::now(),
         home: crate::worker::current(),
-    };
+    });
     Ok((conn, LoginInfo { parameters }))
 }
 
