@@ -19,7 +19,7 @@ cd "$root"
 DURATION=${DURATION:-5}
 # Each cell runs REPEAT times, the targets interleaved (direct, pgfleet, PgBouncer, direct, ...),
 # and the table shows the median: on a small shared machine one run is too noisy to compare.
-REPEAT=${REPEAT:-3}
+REPEAT=${REPEAT:-5}
 CLIENTS=${CLIENTS:-"1 10 50 200"}
 PROTOCOLS=${PROTOCOLS:-"simple extended"}
 IDLE_CLIENTS=${IDLE_CLIENTS:-5000}
