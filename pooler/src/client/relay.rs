@@ -245,7 +245,11 @@ impl<'a> Relay<'a> {
                 return Poll::Ready(RelayEnd::Terminated);
             }
             if progress {
-                self.idle_timer = None;
+                // (Checked first: dropping even an empty Option is an out-of-line call, and
+                // this runs several times per transaction.)
+                if self.idle_timer.is_some() {
+                    self.idle_timer = None;
+                }
                 continue;
             }
             let idle = self.server.state.status == b'I' && self.quiescent();
