@@ -20,10 +20,11 @@
 //!
 //! Cargo gives an integration test `CARGO_BIN_EXE_<name>` only for binaries of **its own**
 //! package, and running `cargo build -p pgfleet-operator` from inside `cargo test` would block
-//! on the target directory's lock held by the outer cargo. So `src/bin/pgfleet-operator.rs` and
-//! `src/bin/pgfleet-pooler.rs` are one-line `main`s calling `pgfleet_operator::cli::main` and
-//! `pgfleet_pooler::cli::main`, which are the whole `main` of the real binaries too: the
-//! processes under test are the shipped binaries, built by the same `cargo test`.
+//! on the target directory's lock held by the outer cargo. So `src/bin/e2e-pgfleet-operator.rs`
+//! and `src/bin/e2e-pgfleet-pooler.rs` are one-line `main`s calling `pgfleet_operator::cli::main`
+//! and `pgfleet_pooler::cli::main`, which are the whole `main` of the real binaries too: the
+//! processes under test are the shipped binaries, built by the same `cargo test`. Their names
+//! differ from the real binaries' so the two never overwrite each other in `target/`.
 //!
 //! # Running
 //!

@@ -24,9 +24,9 @@ use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio_postgres::{Client, NoTls, SimpleQueryMessage};
 
 /// The operator binary, built in this package (see the crate documentation).
-pub const OPERATOR_BIN: &str = env!("CARGO_BIN_EXE_pgfleet-operator");
+pub const OPERATOR_BIN: &str = env!("CARGO_BIN_EXE_e2e-pgfleet-operator");
 /// The pooler binary, built in this package (see the crate documentation).
-pub const POOLER_BIN: &str = env!("CARGO_BIN_EXE_pgfleet-pooler");
+pub const POOLER_BIN: &str = env!("CARGO_BIN_EXE_e2e-pgfleet-pooler");
 /// Pause between two looks while waiting (short: some waits are latency measurements).
 pub const POLL: Duration = Duration::from_millis(10);
 /// How long a start, a reconcile or an exit may take here (far above what they need).
