@@ -54,6 +54,15 @@ pub enum RelayEnd {
     Drained,
 }
 
+/// The sockets that answered Pending during one [`Relay::poll`] call.
+#[derive(Default)]
+struct Pending {
+    client_read: bool,
+    server_write: bool,
+    server_read: bool,
+    client_write: bool,
+}
+
 /// One bound stretch: a client and the server it holds.
 pub struct Relay<'a> {
     client: &'a mut TcpStream,
@@ -159,10 +168,14 @@ impl<'a> Relay<'a> {
     }
 
     fn poll(&mut self, cx: &mut Context<'_>) -> Poll<RelayEnd> {
+        // A socket that said Pending during this call has our waker and stays Pending until
+        // the reactor runs, which is not before this call returns (or, on a multi-threaded
+        // runtime, it wakes us again): polling it once more would only retake tokio's lock.
+        let mut pending = Pending::default();
         loop {
             let mut progress = false;
 
-            if !self.front.terminated && self.cbuf.len() < MAX_IN_FLIGHT {
+            if !pending.client_read && !self.front.terminated && self.cbuf.len() < MAX_IN_FLIGHT {
                 ensure_room(self.cbuf);
                 match poll_read_buf(Pin::new(&mut *self.client), cx, self.cbuf) {
                     Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => {
@@ -174,11 +187,11 @@ impl<'a> Relay<'a> {
                         }
                         progress = true;
                     }
-                    Poll::Pending => {}
+                    Poll::Pending => pending.client_read = true,
                 }
             }
 
-            if self.cwalk.scanned > 0 {
+            if !pending.server_write && self.cwalk.scanned > 0 {
                 match Pin::new(&mut self.server.stream)
                     .poll_write(cx, &self.cbuf[..self.cwalk.scanned])
                 {
@@ -192,11 +205,11 @@ impl<'a> Relay<'a> {
                         progress = true;
                     }
                     Poll::Ready(Err(e)) => return Poll::Ready(RelayEnd::ServerGone(e.to_string())),
-                    Poll::Pending => {}
+                    Poll::Pending => pending.server_write = true,
                 }
             }
 
-            if self.server.buf.len() < MAX_IN_FLIGHT {
+            if !pending.server_read && self.server.buf.len() < MAX_IN_FLIGHT {
                 ensure_room(&mut self.server.buf);
                 match poll_read_buf(Pin::new(&mut self.server.stream), cx, &mut self.server.buf) {
                     Poll::Ready(Ok(0)) => {
@@ -214,7 +227,7 @@ impl<'a> Relay<'a> {
                         progress = true;
                     }
                     Poll::Ready(Err(e)) => return Poll::Ready(RelayEnd::ServerGone(e.to_string())),
-                    Poll::Pending => {}
+                    Poll::Pending => pending.server_read = true,
                 }
             }
 
@@ -222,7 +235,7 @@ impl<'a> Relay<'a> {
                 return Poll::Ready(RelayEnd::Released);
             }
 
-            if self.server.walker.scanned > 0 {
+            if !pending.client_write && self.server.walker.scanned > 0 {
                 let scanned = self.server.walker.scanned;
                 match Pin::new(&mut *self.client).poll_write(cx, &self.server.buf[..scanned]) {
                     Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => {
@@ -234,7 +247,7 @@ impl<'a> Relay<'a> {
                         self.to_client += n as u64;
                         progress = true;
                     }
-                    Poll::Pending => {}
+                    Poll::Pending => pending.client_write = true,
                 }
             }
 
