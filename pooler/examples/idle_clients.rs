@@ -10,6 +10,9 @@
 //! Progress goes to stderr. Once every connection has logged in, it prints `connected N` on
 //! stdout and holds the connections until stdin reaches end of file or it gets SIGTERM/SIGINT.
 //! A connection that keeps failing after `--attempts` tries ends the run with a non-zero exit.
+// Examples run on ordinary runtimes, with time drivers: tokio's timers are fine here
+// (pooler/clippy.toml keeps them out of the pooler itself).
+#![allow(clippy::disallowed_methods)]
 
 use std::pin::Pin;
 use std::sync::Arc;

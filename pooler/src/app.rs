@@ -157,7 +157,13 @@ impl RunningPooler {
                 let mut pooled = SocketAddr::new(config.listen, config.pooled_port);
                 let mut shards = Vec::new();
                 for index in 0..n.max(1) {
-                    let (handle, addrs) = spawn_shard(index, session, pooled, serving.clone())?;
+                    let (handle, addrs) = spawn_shard(
+                        index,
+                        session,
+                        pooled,
+                        serving.clone(),
+                        tokio::runtime::Handle::current(),
+                    )?;
                     // Port 0 picks a free port for the first shard; the others share it.
                     (session, pooled) = addrs;
                     shards.push(handle);
@@ -215,12 +221,12 @@ impl RunningPooler {
         self.readiness
             .stopping
             .store(true, std::sync::atomic::Ordering::Release);
-        tokio::time::sleep_until((tokio::time::Instant::now() + delay).min(deadline)).await;
+        crate::timer::sleep_until((tokio::time::Instant::now() + delay).min(deadline)).await;
         tracing::info!("draining: no new connections; closing clients at transaction boundaries");
         self.shutdown.cancel();
         self.shared.start_draining();
         self.tracker.close();
-        let _ = tokio::time::timeout_at(deadline, self.tracker.wait()).await;
+        let _ = crate::timer::timeout_at(deadline, self.tracker.wait()).await;
         let left = self.tracker.len();
         if left > 0 {
             tracing::warn!(connections = left, "grace period over; dropping the rest");
@@ -279,17 +285,20 @@ fn spawn_shard(
     session: SocketAddr,
     pooled: SocketAddr,
     serving: Serving,
+    timers: tokio::runtime::Handle,
 ) -> Result<(std::thread::JoinHandle<()>, (SocketAddr, SocketAddr)), StartError> {
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
     let handle = std::thread::Builder::new()
         .name(format!("pgfleet-worker-{index}"))
         .spawn(move || {
             crate::worker::set_current(index);
-            // I/O and timers only: signals are the main runtime's, and a process driver would
-            // look for child processes to reap on every park, thousands of times a second.
+            // I/O only. Signals are the main runtime's; a process driver would look for child
+            // processes to reap on every park, and a time driver would read the clock and walk
+            // its wheel on every park: this thread's timers run on the main runtime instead
+            // (see `crate::timer`). The main runtime outlives the worker: `drain` joins it.
+            crate::timer::use_timers_of(timers);
             let runtime = match tokio::runtime::Builder::new_current_thread()
                 .enable_io()
-                .enable_time()
                 .build()
             {
                 Ok(rt) => rt,

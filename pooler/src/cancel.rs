@@ -107,7 +107,7 @@ impl CancelRegistry {
             stream.write_all(&buf).await?;
             stream.shutdown().await
         };
-        match tokio::time::timeout(Duration::from_secs(5), send).await {
+        match crate::timer::timeout(Duration::from_secs(5), send).await {
             Ok(Ok(())) => tracing::debug!(pid, "cancel forwarded"),
             Ok(Err(e)) => tracing::warn!(pid, error = %e, "cancel forward failed"),
             Err(_) => tracing::warn!(pid, "cancel forward timed out"),

@@ -20,6 +20,7 @@ pub mod protocol;
 pub mod server;
 pub mod stats;
 pub mod tenants;
+pub mod timer;
 pub mod worker;
 
 use std::sync::Arc;

@@ -46,7 +46,7 @@ pub async fn run(
             Err(e) => {
                 // Out of file descriptors and the like: back off instead of spinning.
                 tracing::warn!(error = %e, "accept failed");
-                tokio::time::sleep(Duration::from_millis(100)).await;
+                crate::timer::sleep(Duration::from_millis(100)).await;
             }
         }
     }

@@ -1,7 +1,9 @@
 //! Authentication: clients log in to the pooler with SCRAM-SHA-256; the pooler logs in upstream
 //! with whatever the server asks (SCRAM, MD5, cleartext) for `users[]`, or by SCRAM passthrough
 //! for `authQuery` tenants, where it never learns the password.
-
+// Tests run on ordinary runtimes, with time drivers: tokio's timers are fine here
+// (pooler/clippy.toml keeps them out of the pooler itself).
+#![allow(clippy::disallowed_methods)]
 // Helpers outside #[test] functions fail loudly on purpose, like the tests themselves.
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 

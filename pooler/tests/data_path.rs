@@ -1,7 +1,9 @@
 //! The data path through the pooler against a real PostgreSQL: extended protocol, COPY in both
 //! directions, large results and large queries, notices and notifications, clients that vanish
 //! mid-transaction, queueing, pool sizes and the startup settings that pass through.
-
+// Tests run on ordinary runtimes, with time drivers: tokio's timers are fine here
+// (pooler/clippy.toml keeps them out of the pooler itself).
+#![allow(clippy::disallowed_methods)]
 // Helpers outside #[test] functions fail loudly on purpose, like the tests themselves.
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 

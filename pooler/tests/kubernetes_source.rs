@@ -4,7 +4,9 @@
 //! its tenant, other fleets' Secrets are ignored, `/readyz` waits for the first list, an
 //! unreachable API server is retried, and a ServiceAccount with get/list/watch on Secrets in
 //! its namespace is all the pooler needs.
-
+// Tests run on ordinary runtimes, with time drivers: tokio's timers are fine here
+// (pooler/clippy.toml keeps them out of the pooler itself).
+#![allow(clippy::disallowed_methods)]
 // Test helpers outside #[test] functions fail loudly on purpose.
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 

@@ -2,7 +2,9 @@
 //! keep their server connections, a resized pool grows at once and shrinks as connections are
 //! released, a changed upstream or password closes the old server connections as they are
 //! released, and a removed tenant refuses new clients and closes when its clients leave.
-
+// Tests run on ordinary runtimes, with time drivers: tokio's timers are fine here
+// (pooler/clippy.toml keeps them out of the pooler itself).
+#![allow(clippy::disallowed_methods)]
 // Test helpers outside #[test] functions fail loudly on purpose.
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 

@@ -1,6 +1,8 @@
 //! Real clients and the real binary: psql and pgbench through the pooler, and the
 //! `pgfleet-pooler` executable's flags, logs, signals and exit codes.
-
+// Tests run on ordinary runtimes, with time drivers: tokio's timers are fine here
+// (pooler/clippy.toml keeps them out of the pooler itself).
+#![allow(clippy::disallowed_methods)]
 // Test helpers outside #[test] functions fail loudly on purpose.
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 

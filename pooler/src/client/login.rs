@@ -255,5 +255,5 @@ async fn answer_http_probe(stream: &mut TcpStream) {
             }
         }
     };
-    let _ = tokio::time::timeout(std::time::Duration::from_millis(200), drain).await;
+    let _ = crate::timer::timeout(std::time::Duration::from_millis(200), drain).await;
 }

@@ -60,7 +60,7 @@ async fn log_in(
 ) -> Option<LoggedIn> {
     let _ = stream.set_nodelay(true);
     let mut tenant = None;
-    let login = tokio::time::timeout(
+    let login = crate::timer::timeout(
         shared.settings.login_timeout,
         login::login(&mut stream, peer, port, &shared, &mut tenant),
     );
@@ -75,7 +75,7 @@ async fn log_in(
             tracing::info!(%peer, code = e.code(), error = %e, "login refused");
             shared.errors.record(tenant.as_ref(), e.code());
             if e.is_delayed() {
-                tokio::time::sleep(shared.settings.auth_failure_delay).await;
+                crate::timer::sleep(shared.settings.auth_failure_delay).await;
             }
             send_error(&mut stream, &e, Severity::Fatal).await;
             None
@@ -105,7 +105,7 @@ async fn send_error(stream: &mut TcpStream, error: &ClientError, severity: Sever
     if severity == Severity::Error {
         backend::ready_for_query(&mut out, b'I');
     }
-    let _ = tokio::time::timeout(Duration::from_secs(5), stream.write_all(&out)).await;
+    let _ = crate::timer::timeout(Duration::from_secs(5), stream.write_all(&out)).await;
 }
 
 /// Transaction mode: the client holds a server only from the first message of a transaction
@@ -156,7 +156,7 @@ async fn wait_for_request(
 ) -> bool {
     let mut idle_limit = std::pin::pin!(async {
         match session.idle_timeout {
-            Some(limit) => tokio::time::sleep(limit).await,
+            Some(limit) => crate::timer::sleep(limit).await,
             None => std::future::pending().await,
         }
     });

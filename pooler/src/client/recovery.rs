@@ -22,8 +22,9 @@ pub async fn answer_failed_checkout(
         Err(fatal) => {
             let mut out = BytesMut::new();
             fatal.encode(&mut out, Severity::Fatal);
-            let _ = tokio::time::timeout(std::time::Duration::from_secs(5), stream.write_all(&out))
-                .await;
+            let _ =
+                crate::timer::timeout(std::time::Duration::from_secs(5), stream.write_all(&out))
+                    .await;
             false
         }
     }

@@ -277,7 +277,7 @@ impl<'a> Relay<'a> {
             {
                 let timer = self
                     .idle_timer
-                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
+                    .get_or_insert_with(|| Box::pin(crate::timer::sleep(limit)));
                 if timer.as_mut().poll(cx).is_ready() {
                     return Poll::Ready(RelayEnd::IdleTimeout);
                 }

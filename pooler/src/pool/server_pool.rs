@@ -226,7 +226,7 @@ impl Pool {
                     let started = tokio::time::Instant::now();
                     let deadline =
                         *deadline.get_or_insert_with(|| started + self.config().checkout_timeout);
-                    let granted = tokio::time::timeout_at(deadline, &mut rx).await;
+                    let granted = crate::timer::timeout_at(deadline, &mut rx).await;
                     self.stats.waits.fetch_add(1, Ordering::Relaxed);
                     let waited = started.elapsed().as_micros() as u64;
                     self.stats.wait_micros.fetch_add(waited, Ordering::Relaxed);
@@ -470,7 +470,8 @@ fn close(mut conn: Box<ServerConnection>) {
         handle.spawn(async move {
             let mut bye = bytes::BytesMut::new();
             crate::protocol::frontend::terminate(&mut bye);
-            let _ = tokio::time::timeout(Duration::from_secs(1), conn.stream.write_all(&bye)).await;
+            let _ =
+                crate::timer::timeout(Duration::from_secs(1), conn.stream.write_all(&bye)).await;
         });
     }
 }

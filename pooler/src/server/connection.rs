@@ -101,7 +101,7 @@ impl ServerConnection {
                 ))),
             }
         };
-        tokio::time::timeout(timeout, work)
+        crate::timer::timeout(timeout, work)
             .await
             .map_err(|_| ResetError::Timeout)?
     }

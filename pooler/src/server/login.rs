@@ -106,7 +106,7 @@ pub async fn connect(
     target: &ConnectTarget<'_>,
 ) -> Result<(Box<ServerConnection>, LoginInfo), ConnectError> {
     let addr = format!("{}:{}", target.host, target.port);
-    let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(&addr))
+    let stream = crate::timer::timeout(CONNECT_TIMEOUT, TcpStream::connect(&addr))
         .await
         .map_err(|_| ConnectError::Unreachable(format!("connection to {addr} timed out")))?
         .map_err(|e| ConnectError::Unreachable(format!("{addr}: {e}")))?;
@@ -114,7 +114,7 @@ pub async fn connect(
     let peer = stream
         .peer_addr()
         .map_err(|e| ConnectError::Unreachable(format!("{addr}: {e}")))?;
-    tokio::time::timeout(LOGIN_TIMEOUT, login(stream, peer, target))
+    crate::timer::timeout(LOGIN_TIMEOUT, login(stream, peer, target))
         .await
         .map_err(|_| ConnectError::Unreachable(format!("login to {addr} timed out")))?
 }

@@ -162,7 +162,7 @@ impl DirectorySource {
                 }
             }
             // Editors and `kubectl cp` write in several steps: let them finish.
-            tokio::time::sleep(Duration::from_millis(50)).await;
+            crate::timer::sleep(Duration::from_millis(50)).await;
             while rx.try_recv().is_ok() {}
             self.reload(&registry, &pools).await;
         }

@@ -180,7 +180,7 @@ impl KubernetesSource {
             loop {
                 let debounce = async {
                     match reload_at {
-                        Some(at) => tokio::time::sleep_until(at).await,
+                        Some(at) => crate::timer::sleep_until(at).await,
                         None => std::future::pending().await,
                     }
                 };
@@ -216,7 +216,7 @@ impl KubernetesSource {
                             );
                             tokio::select! {
                                 _ = shutdown.cancelled() => return,
-                                () = tokio::time::sleep(delay) => {}
+                                () = crate::timer::sleep(delay) => {}
                             }
                         }
                         // The watcher stream does not end; if it ever does, start it over.
