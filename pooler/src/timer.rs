@@ -11,7 +11,7 @@
 //! reach a worker runtime and panic there for want of a driver.
 #![allow(clippy::disallowed_methods)]
 
-use std::cell::RefCell;
+use std::cell::OnceCell;
 use std::future::IntoFuture;
 use std::time::Duration;
 
@@ -19,24 +19,27 @@ use tokio::runtime::Handle;
 use tokio::time::{Instant, Sleep, Timeout};
 
 thread_local! {
-    static TIMERS: RefCell<Option<Handle>> = const { RefCell::new(None) };
+    static TIMERS: OnceCell<Handle> = const { OnceCell::new() };
 }
 
 /// Makes this thread's timers run on `handle`'s runtime (which must have time enabled and
-/// outlive the thread's tasks).
+/// outlive the thread's tasks). A thread names its timer runtime once; later calls are ignored.
 pub fn use_timers_of(handle: Handle) {
-    TIMERS.with(|t| *t.borrow_mut() = Some(handle));
+    TIMERS.with(|t| {
+        let _ = t.set(handle);
+    });
 }
 
-/// Runs `make` with this thread's timer runtime as the current one, if it has one.
+/// Runs `make` with this thread's timer runtime as the current one, if it has one. The handle
+/// is borrowed, not cloned: this runs for every timer, some on the hot path (checkout waits).
 fn on_timer_runtime<R>(make: impl FnOnce() -> R) -> R {
-    match TIMERS.with(|t| t.borrow().clone()) {
+    TIMERS.with(|t| match t.get() {
         Some(handle) => {
             let _entered = handle.enter();
             make()
         }
         None => make(),
-    }
+    })
 }
 
 /// [`tokio::time::sleep`], on this thread's timer runtime.
