@@ -54,9 +54,10 @@ pub struct Shared {
     pub cancels: Arc<cancel::CancelRegistry>,
     /// Settings.
     pub settings: Settings,
-    /// Cancelled when the pooler starts draining: idle clients are told `57P01` and closed at
-    /// their next transaction boundary.
-    pub draining: tokio_util::sync::CancellationToken,
+    /// Cancelled when the pooler starts draining, for session-mode relays to wait on (see
+    /// [`Shared::drained`]). Private, like the two below: only [`Shared::start_draining`] may
+    /// set the three, so they never disagree.
+    draining: tokio_util::sync::CancellationToken,
     /// Set with `draining`, for the hot path: the token's own check takes a lock shared by
     /// every worker, and transaction mode asks twice per transaction.
     draining_flag: std::sync::atomic::AtomicBool,
@@ -88,6 +89,12 @@ impl Shared {
             .store(true, std::sync::atomic::Ordering::Release);
         self.draining.cancel();
         self.idle_wakers.wake_all();
+    }
+
+    /// Completes once draining started. For session-mode relays, which wait for it only when
+    /// idle; transaction mode uses [`Shared::is_draining`] and the idle wakers instead.
+    pub fn drained(&self) -> tokio_util::sync::WaitForCancellationFutureOwned {
+        self.draining.clone().cancelled_owned()
     }
 
     /// True once draining started.

@@ -277,7 +277,7 @@ async fn session_mode(mut stream: TcpStream, session: Session, mut server: Box<S
     let (end, quiescent, to_server, to_client) = {
         let mut relay = Relay::new(&mut stream, &mut cbuf, &mut server, false)
             .with_idle_timeout(session.idle_timeout)
-            .with_drain(&session.shared.draining);
+            .with_drain(session.shared.drained());
         let end = Box::pin(relay.run()).await;
         (end, relay.quiescent(), relay.to_server, relay.to_client)
     };

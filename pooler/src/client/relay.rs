@@ -118,9 +118,9 @@ impl<'a> Relay<'a> {
         self
     }
 
-    /// Ends a session-mode relay at the first idle moment after `drain` is cancelled.
-    pub fn with_drain(mut self, drain: &tokio_util::sync::CancellationToken) -> Self {
-        self.drain = Some(Box::pin(drain.clone().cancelled_owned()));
+    /// Ends a session-mode relay at the first idle moment after `drain` completes.
+    pub fn with_drain(mut self, drain: tokio_util::sync::WaitForCancellationFutureOwned) -> Self {
+        self.drain = Some(Box::pin(drain));
         self
     }
 
