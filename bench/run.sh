@@ -433,7 +433,7 @@ fi
 
 # ---------------------------------------------------------------------------------------------
 # Throughput: pgbench -S per protocol and client count, against each target
-declare -A TPS=() LAT=() CPU=() STATUS=() TPS_RUNS=() LAT_RUNS=() CPU_RUNS=()
+declare -A TPS=() LAT=() CPU=() STATUS=() TPS_RUNS=() LAT_RUNS=() CPU_RUNS=() TPS_OF_RUN=()
 
 median() { # values...: the middle value (the mean of the two middle ones for an even count)
   printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END { if (NR % 2) print v[(NR + 1) / 2]; else printf "%.6f\n", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
@@ -451,8 +451,8 @@ pgbench_run() { # target protocol clients seconds output-file: fails like pgbenc
   return "$rc"
 }
 
-run_cell() { # protocol clients target
-  local proto=$1 n=$2 target=$3 key="$1/$2/$3" pid=${pid_of[$3]} out="" rc=0 cpu0="" cpu1=""
+run_cell() { # protocol clients target repetition
+  local proto=$1 n=$2 target=$3 key="$1/$2/$3" rep=$4 pid=${pid_of[$3]} out="" rc=0 cpu0="" cpu1=""
   local tps lat tx sw0=0 sw1=0
   [[ -n $pid ]] && cpu0=$(cpu_ticks "$pid") && sw0=$(switches "$pid")
   pgbench_run "$target" "$proto" "$n" "$DURATION" "$work/pgbench.out" || rc=$?
@@ -470,6 +470,7 @@ run_cell() { # protocol clients target
   fi
   [[ ${STATUS[$key]:-} == FAILED ]] || STATUS[$key]=ok
   TPS_RUNS[$key]+="$tps "
+  TPS_OF_RUN[$key/$rep]=$tps
   LAT_RUNS[$key]+="$lat "
   if [[ -n $pid ]]; then
     local cpu
@@ -492,8 +493,11 @@ fi
 for proto in "${protocols[@]}"; do
   for n in "${client_counts[@]}"; do
     for ((rep = 1; rep <= REPEAT; rep++)); do
-      for target in "${targets[@]}"; do
-        run_cell "$proto" "$n" "$target"
+      # The order rotates with each repetition (direct, pgfleet, PgBouncer; then pgfleet,
+      # PgBouncer, direct; ...), so no target always runs right after another one's clients
+      # disconnect, or always first after a change of cell.
+      for ((k = 0; k < ${#targets[@]}; k++)); do
+        run_cell "$proto" "$n" "${targets[(k + rep - 1) % ${#targets[@]}]}" "$rep"
         sleep 1
       done
     done
@@ -524,18 +528,29 @@ num() { # value decimals: formatted, passing FAILED through
   if [[ $1 == FAILED ]]; then printf 'FAILED'; else fmt "$1" "$2"; fi
 }
 
+paired_range() { # protocol clients: pgfleet / PgBouncer TPS within each repetition, "min–max"
+  local rep f b ratios=()
+  for ((rep = 1; rep <= REPEAT; rep++)); do
+    f=${TPS_OF_RUN[$1/$2/pgfleet/$rep]:-} b=${TPS_OF_RUN[$1/$2/pgbouncer/$rep]:-}
+    [[ -n $f && -n $b ]] && ratios+=("$(ratio "$f" "$b")")
+  done
+  if ((${#ratios[@]} == 0)); then printf '—'; return; fi
+  printf '%s\n' "${ratios[@]}" | sort -g | awk 'NR == 1 {lo = $1} {hi = $1} END {printf "%s–%s", lo, hi}'
+}
+
 report_tables() {
   echo "### Throughput: pgbench -S, transaction pooling, pool size $POOL_SIZE; median of $REPEAT interleaved ${DURATION}s runs per cell"
   echo
-  echo "| protocol | clients | direct TPS | pgfleet TPS | PgBouncer TPS | pgfleet / PgBouncer | pgfleet / direct | direct latency ms | pgfleet latency ms | PgBouncer latency ms | pgfleet CPU s / 10k tx | PgBouncer CPU s / 10k tx | CPU pgfleet / PgBouncer |"
-  echo "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|"
+  echo "| protocol | clients | direct TPS | pgfleet TPS | PgBouncer TPS | pgfleet / PgBouncer | same, per repetition (min–max) | pgfleet / direct | direct latency ms | pgfleet latency ms | PgBouncer latency ms | pgfleet CPU s / 10k tx | PgBouncer CPU s / 10k tx | CPU pgfleet / PgBouncer |"
+  echo "|---|--:|--:|--:|--:|--:|:-:|--:|--:|--:|--:|--:|--:|--:|"
   local proto n d f b
   for proto in "${protocols[@]}"; do
     for n in "${client_counts[@]}"; do
       d="$proto/$n/direct" f="$proto/$n/pgfleet" b="$proto/$n/pgbouncer"
-      printf '| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n' "$proto" "$n" \
+      printf '| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n' "$proto" "$n" \
         "$(num "$(val TPS "$d")" 0)" "$(num "$(val TPS "$f")" 0)" "$(num "$(val TPS "$b")" 0)" \
-        "$(ratio "${TPS[$f]:-}" "${TPS[$b]:-}")" "$(ratio "${TPS[$f]:-}" "${TPS[$d]:-}")" \
+        "$(ratio "${TPS[$f]:-}" "${TPS[$b]:-}")" "$(paired_range "$proto" "$n")" \
+        "$(ratio "${TPS[$f]:-}" "${TPS[$d]:-}")" \
         "$(num "$(val LAT "$d")" 3)" "$(num "$(val LAT "$f")" 3)" "$(num "$(val LAT "$b")" 3)" \
         "$(num "$(val CPU "$f")" 3)" "$(num "$(val CPU "$b")" 3)" \
         "$(ratio "${CPU[$f]:-}" "${CPU[$b]:-}")"
@@ -544,6 +559,8 @@ report_tables() {
   echo
   echo "TPS excludes connection setup (pgbench's \"without initial connection time\"). CPU is the pooler"
   echo "process's user + system time over the whole pgbench run (logins included) per 10,000 transactions."
+  echo "The per-repetition column divides the two poolers' TPS within each repetition (runs seconds"
+  echo "apart): its spread is how far one comparison can move on this machine."
   echo
   if ((IDLE_CLIENTS > 0)); then
     echo "### Memory per idle client: $IDLE_CLIENTS logged-in idle clients"
@@ -594,7 +611,7 @@ report_targets() {
       if [[ -z ${TPS[$f]:-} || -z ${TPS[$b]:-} ]]; then
         misses+=("$proto/$n: failed")
       elif awk -v a="${TPS[$f]}" -v b="${TPS[$b]}" 'BEGIN { exit !(a < b) }'; then
-        misses+=("$proto/$n: $(ratio "${TPS[$f]}" "${TPS[$b]}" 3)")
+        misses+=("$proto/$n: $(ratio "${TPS[$f]}" "${TPS[$b]}" 3) (per repetition $(paired_range "$proto" "$n"))")
       fi
     done
   done
