@@ -7,6 +7,8 @@ use std::collections::HashMap;
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
+use kube::runtime::controller::Action;
+
 /// The first retry delay after a failed reconcile.
 pub const BACKOFF_INITIAL: Duration = Duration::from_secs(1);
 /// The longest retry delay after repeated failures.
@@ -68,6 +70,26 @@ impl Backoff {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .remove(key);
+    }
+
+    /// A controller's `error_policy`: records a failed reconcile of `key` (an object of
+    /// `kind`), logs it with the retry delay, and requeues the object after that delay.
+    pub fn requeue_failed(
+        &self,
+        kind: &'static str,
+        key: &str,
+        error: &dyn std::fmt::Display,
+    ) -> Action {
+        let delay = self.failed(key);
+        tracing::warn!(
+            kind,
+            object = %key,
+            %error,
+            failures = self.failures(key),
+            retry_in_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
+            "reconcile failed"
+        );
+        Action::requeue(delay)
     }
 
     /// Consecutive failures of `key`.

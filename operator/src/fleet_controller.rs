@@ -252,16 +252,8 @@ async fn announce(ctx: &Context, fleet: &PoolerFleet, desired: &PoolerFleetStatu
 
 /// Retries a failed reconcile after the fleet's next backoff delay.
 pub fn error_policy(fleet: Arc<PoolerFleet>, error: &Error, ctx: Arc<Context>) -> Action {
-    let key = fleet_key(&fleet);
-    let delay = ctx.backoff.failed(&key);
-    tracing::warn!(
-        fleet = %key,
-        %error,
-        failures = ctx.backoff.failures(&key),
-        retry_in_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
-        "reconcile failed"
-    );
-    Action::requeue(delay)
+    ctx.backoff
+        .requeue_failed("PoolerFleet", &fleet_key(&fleet), error)
 }
 
 /// Runs the fleet controller over every namespace until its watches end.

@@ -157,17 +157,10 @@ fn tenant_key(tenant: &Tenant) -> String {
 
 /// Retries a failed reconcile after the Tenant's next backoff delay.
 pub fn error_policy(tenant: Arc<Tenant>, error: &Error, state: Arc<State>) -> Action {
-    let key = tenant_key(&tenant);
-    let backoff = &state.ctx.backoff;
-    let delay = backoff.failed(&key);
-    tracing::warn!(
-        tenant = %key,
-        %error,
-        failures = backoff.failures(&key),
-        retry_in_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
-        "reconcile failed"
-    );
-    Action::requeue(delay)
+    state
+        .ctx
+        .backoff
+        .requeue_failed("Tenant", &tenant_key(&tenant), error)
 }
 
 /// Runs the Tenant controller over every namespace until its watches end.
