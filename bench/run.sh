@@ -433,7 +433,7 @@ fi
 
 # ---------------------------------------------------------------------------------------------
 # Throughput: pgbench -S per protocol and client count, against each target
-declare -A TPS=() LAT=() CPU=() STATUS=() TPS_RUNS=() LAT_RUNS=() CPU_RUNS=() TPS_OF_RUN=()
+declare -A TPS=() LAT=() CPU=() STATUS=() TPS_RUNS=() LAT_RUNS=() CPU_RUNS=() TPS_OF_RUN=() CPU_OF_RUN=()
 
 median() { # values...: the middle value (the mean of the two middle ones for an even count)
   printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END { if (NR % 2) print v[(NR + 1) / 2]; else printf "%.6f\n", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
@@ -476,6 +476,7 @@ run_cell() { # protocol clients target repetition
     local cpu
     cpu=$(calc "($cpu1 - $cpu0) / $CLK_TCK / $tx * 10000")
     CPU_RUNS[$key]+="$cpu "
+    CPU_OF_RUN[$key/$rep]=$cpu
     log "$(printf '%-8s %4s clients  %-9s  %10.0f tps  %8.3f ms  %.3f CPU s/10k tx  %.2f switches/tx' "$proto" "$n" "$target" "$tps" "$lat" "$cpu" "$(awk -v a="$sw0" -v b="$sw1" -v t="$tx" 'BEGIN {printf "%f", (b - a) / t}')")"
   else
     log "$(printf '%-8s %4s clients  %-9s  %10.0f tps  %8.3f ms' "$proto" "$n" "$target" "$tps" "$lat")"
@@ -528,10 +529,11 @@ num() { # value decimals: formatted, passing FAILED through
   if [[ $1 == FAILED ]]; then printf 'FAILED'; else fmt "$1" "$2"; fi
 }
 
-paired_range() { # protocol clients: pgfleet / PgBouncer TPS within each repetition, "min–max"
+paired_range() { # protocol clients [TPS|CPU]: pgfleet / PgBouncer within each repetition, "min–max"
   local rep f b ratios=()
+  local -n runs=${3:-TPS}_OF_RUN
   for ((rep = 1; rep <= REPEAT; rep++)); do
-    f=${TPS_OF_RUN[$1/$2/pgfleet/$rep]:-} b=${TPS_OF_RUN[$1/$2/pgbouncer/$rep]:-}
+    f=${runs[$1/$2/pgfleet/$rep]:-} b=${runs[$1/$2/pgbouncer/$rep]:-}
     [[ -n $f && -n $b ]] && ratios+=("$(ratio "$f" "$b")")
   done
   if ((${#ratios[@]} == 0)); then printf '—'; return; fi
@@ -541,26 +543,26 @@ paired_range() { # protocol clients: pgfleet / PgBouncer TPS within each repetit
 report_tables() {
   echo "### Throughput: pgbench -S, transaction pooling, pool size $POOL_SIZE; median of $REPEAT interleaved ${DURATION}s runs per cell"
   echo
-  echo "| protocol | clients | direct TPS | pgfleet TPS | PgBouncer TPS | pgfleet / PgBouncer | same, per repetition (min–max) | pgfleet / direct | direct latency ms | pgfleet latency ms | PgBouncer latency ms | pgfleet CPU s / 10k tx | PgBouncer CPU s / 10k tx | CPU pgfleet / PgBouncer |"
-  echo "|---|--:|--:|--:|--:|--:|:-:|--:|--:|--:|--:|--:|--:|--:|"
+  echo "| protocol | clients | direct TPS | pgfleet TPS | PgBouncer TPS | pgfleet / PgBouncer | same, per repetition (min–max) | pgfleet / direct | direct latency ms | pgfleet latency ms | PgBouncer latency ms | pgfleet CPU s / 10k tx | PgBouncer CPU s / 10k tx | CPU pgfleet / PgBouncer | same, per repetition (min–max) |"
+  echo "|---|--:|--:|--:|--:|--:|:-:|--:|--:|--:|--:|--:|--:|--:|:-:|"
   local proto n d f b
   for proto in "${protocols[@]}"; do
     for n in "${client_counts[@]}"; do
       d="$proto/$n/direct" f="$proto/$n/pgfleet" b="$proto/$n/pgbouncer"
-      printf '| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n' "$proto" "$n" \
+      printf '| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n' "$proto" "$n" \
         "$(num "$(val TPS "$d")" 0)" "$(num "$(val TPS "$f")" 0)" "$(num "$(val TPS "$b")" 0)" \
         "$(ratio "${TPS[$f]:-}" "${TPS[$b]:-}")" "$(paired_range "$proto" "$n")" \
         "$(ratio "${TPS[$f]:-}" "${TPS[$d]:-}")" \
         "$(num "$(val LAT "$d")" 3)" "$(num "$(val LAT "$f")" 3)" "$(num "$(val LAT "$b")" 3)" \
         "$(num "$(val CPU "$f")" 3)" "$(num "$(val CPU "$b")" 3)" \
-        "$(ratio "${CPU[$f]:-}" "${CPU[$b]:-}")"
+        "$(ratio "${CPU[$f]:-}" "${CPU[$b]:-}")" "$(paired_range "$proto" "$n" CPU)"
     done
   done
   echo
   echo "TPS excludes connection setup (pgbench's \"without initial connection time\"). CPU is the pooler"
   echo "process's user + system time over the whole pgbench run (logins included) per 10,000 transactions."
-  echo "The per-repetition column divides the two poolers' TPS within each repetition (runs seconds"
-  echo "apart): its spread is how far one comparison can move on this machine."
+  echo "The per-repetition columns divide the two poolers' TPS (and CPU) within each repetition (runs"
+  echo "seconds apart): their spread is how far one comparison can move on this machine."
   echo
   if ((IDLE_CLIENTS > 0)); then
     echo "### Memory per idle client: $IDLE_CLIENTS logged-in idle clients"
@@ -627,7 +629,7 @@ report_targets() {
       if [[ -z ${CPU[$f]:-} || -z ${CPU[$b]:-} ]]; then
         misses+=("$proto/$n: failed")
       elif awk -v a="${CPU[$f]}" -v b="${CPU[$b]}" 'BEGIN { exit !(a > b) }'; then
-        misses+=("$proto/$n: $(ratio "${CPU[$f]}" "${CPU[$b]}" 3)")
+        misses+=("$proto/$n: $(ratio "${CPU[$f]}" "${CPU[$b]}" 3) (per repetition $(paired_range "$proto" "$n" CPU))")
       fi
     done
   done
