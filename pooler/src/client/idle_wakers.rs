@@ -22,7 +22,7 @@ struct Slots {
 
 impl IdleWakers {
     /// Files `waker` until the returned guard drops.
-    pub fn register(&self, waker: &Waker) -> IdleWaker<'_> {
+    pub fn register(&self, waker: Waker) -> IdleWaker<'_> {
         let mut slots = self.slots.lock();
         let slot = match slots.free.pop() {
             Some(slot) => {
@@ -37,7 +37,7 @@ impl IdleWakers {
         IdleWaker {
             owner: self,
             slot,
-            waker: waker.clone(),
+            waker,
         }
     }
 
@@ -109,8 +109,8 @@ mod tests {
         let wakers = IdleWakers::default();
         let (a, wa) = counter();
         let (b, wb) = counter();
-        let ga = wakers.register(&wa);
-        let gb = wakers.register(&wb);
+        let ga = wakers.register(wa.clone());
+        let gb = wakers.register(wb);
         assert_eq!(wakers.len(), 2);
         drop(gb);
         assert_eq!(wakers.len(), 1);
@@ -124,7 +124,7 @@ mod tests {
 
         // A freed slot is reused, and a refreshed waker replaces the old one.
         let (c, wc) = counter();
-        let mut gc = wakers.register(&wa);
+        let mut gc = wakers.register(wa.clone());
         gc.refresh(&wc);
         wakers.wake_all();
         assert_eq!(c.0.load(Ordering::SeqCst), 1);

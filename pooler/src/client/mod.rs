@@ -116,8 +116,7 @@ async fn send_error(stream: &mut TcpStream, error: &ClientError, severity: Sever
 async fn transaction_mode(mut stream: TcpStream, session: Session) {
     let mut cbuf = BytesMut::new();
     let waker = std::future::poll_fn(|cx| Poll::Ready(cx.waker().clone())).await;
-    let mut drain_wake = session.shared.idle_wakers.register(&waker);
-    drop(waker);
+    let mut drain_wake = session.shared.idle_wakers.register(waker);
     loop {
         if cbuf.is_empty() {
             // Idle: hold no buffer (it goes back to this worker's spares), just wait for the
