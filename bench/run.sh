@@ -17,8 +17,9 @@ root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"
 
 DURATION=${DURATION:-5}
-# Each cell runs REPEAT times, the targets interleaved (direct, pgfleet, PgBouncer, direct, ...),
-# and the table shows the median: on a small shared machine one run is too noisy to compare.
+# Each cell runs REPEAT times, the targets interleaved in an order that rotates with each
+# repetition, and the table shows the median: on a small shared machine one run is too noisy
+# to compare.
 REPEAT=${REPEAT:-5}
 CLIENTS=${CLIENTS:-"1 10 50 200"}
 PROTOCOLS=${PROTOCOLS:-"simple extended"}
@@ -433,7 +434,9 @@ fi
 
 # ---------------------------------------------------------------------------------------------
 # Throughput: pgbench -S per protocol and client count, against each target
-declare -A TPS=() LAT=() CPU=() STATUS=() TPS_RUNS=() LAT_RUNS=() CPU_RUNS=() TPS_OF_RUN=() CPU_OF_RUN=()
+# TPS, LAT and CPU hold each cell's median; the *_OF_RUN maps hold every run, keyed
+# "protocol/clients/target/repetition".
+declare -A TPS=() LAT=() CPU=() STATUS=() TPS_OF_RUN=() LAT_OF_RUN=() CPU_OF_RUN=()
 
 median() { # values...: the middle value (the mean of the two middle ones for an even count)
   printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END { if (NR % 2) print v[(NR + 1) / 2]; else printf "%.6f\n", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
@@ -469,13 +472,11 @@ run_cell() { # protocol clients target repetition
     return 0
   fi
   [[ ${STATUS[$key]:-} == FAILED ]] || STATUS[$key]=ok
-  TPS_RUNS[$key]+="$tps "
   TPS_OF_RUN[$key/$rep]=$tps
-  LAT_RUNS[$key]+="$lat "
+  LAT_OF_RUN[$key/$rep]=$lat
   if [[ -n $pid ]]; then
     local cpu
     cpu=$(calc "($cpu1 - $cpu0) / $CLK_TCK / $tx * 10000")
-    CPU_RUNS[$key]+="$cpu "
     CPU_OF_RUN[$key/$rep]=$cpu
     log "$(printf '%-8s %4s clients  %-9s  %10.0f tps  %8.3f ms  %.3f CPU s/10k tx  %.2f switches/tx' "$proto" "$n" "$target" "$tps" "$lat" "$cpu" "$(awk -v a="$sw0" -v b="$sw1" -v t="$tx" 'BEGIN {printf "%f", (b - a) / t}')")"
   else
@@ -504,14 +505,23 @@ for proto in "${protocols[@]}"; do
     done
   done
 done
-for key in "${!TPS_RUNS[@]}"; do
+runs_of() { # TPS|LAT|CPU key: the cell's measured runs, one per line
+  local -n runs=$1_OF_RUN
+  local rep
+  for ((rep = 1; rep <= REPEAT; rep++)); do
+    [[ -n ${runs[$2/$rep]:-} ]] && echo "${runs[$2/$rep]}"
+  done
+  return 0
+}
+
+for key in "${!STATUS[@]}"; do
   [[ ${STATUS[$key]} == ok ]] || continue
-  # shellcheck disable=SC2086 # the run lists are space-separated numbers
-  TPS[$key]=$(median ${TPS_RUNS[$key]})
-  # shellcheck disable=SC2086
-  LAT[$key]=$(median ${LAT_RUNS[$key]})
-  # shellcheck disable=SC2086
-  [[ -n ${CPU_RUNS[$key]:-} ]] && CPU[$key]=$(median ${CPU_RUNS[$key]})
+  # shellcheck disable=SC2046 # the runs are numbers, one per line
+  TPS[$key]=$(median $(runs_of TPS "$key"))
+  # shellcheck disable=SC2046
+  LAT[$key]=$(median $(runs_of LAT "$key"))
+  # shellcheck disable=SC2046
+  [[ -n $(runs_of CPU "$key") ]] && CPU[$key]=$(median $(runs_of CPU "$key"))
 done
 
 # ---------------------------------------------------------------------------------------------
